@@ -1,0 +1,98 @@
+"""Attention probabilities for a few query rows while the model keeps its fast kernel.
+
+`install(model)` swaps the decoder's attention implementation for a thin wrapper registered
+through transformers' AttentionInterface. The wrapper calls the original kernel (SDPA, flash,
+...) for the output and, only while a recorder is active and only for the rows it asks for,
+also computes softmax(q k^T * scaling + mask) from the same mRoPE-rotated q and k. The vision
+tower is left alone.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+import torch
+
+_ACTIVE: ContextVar = ContextVar("vlmscope_attention_recorder", default=None)
+PREFIX = "vlmscope_"
+
+
+def install(model) -> str:
+    """Wrap the text model's attention implementation; returns the wrapped base name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    text_config = getattr(model.config, "text_config", model.config)
+    base = text_config._attn_implementation or "sdpa"
+    if base.startswith(PREFIX):
+        return base[len(PREFIX):]
+    name = PREFIX + base
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        if base == "eager":
+            from transformers.models.qwen2_vl.modeling_qwen2_vl import eager_attention_forward as base_fn
+        else:
+            base_fn = ALL_ATTENTION_FUNCTIONS[base]
+        AttentionInterface.register(name, _wrap(base_fn))
+        # The mask must be built as for the base kernel, or a custom name gets no mask at all.
+        mask_fn = ALL_MASK_ATTENTION_FUNCTIONS[base] if base in ALL_MASK_ATTENTION_FUNCTIONS else None
+        if mask_fn is None:
+            from transformers.masking_utils import sdpa_mask as mask_fn
+        AttentionMaskInterface.register(name, mask_fn)
+    model.set_attn_implementation({"text_config": name})
+    return base
+
+
+def _wrap(base_fn):
+    def attention(module, query, key, value, attention_mask, *args, **kwargs):
+        out = base_fn(module, query, key, value, attention_mask, *args, **kwargs)
+        recorder = _ACTIVE.get()
+        if recorder is not None:
+            recorder.observe(module, query, key, attention_mask, kwargs.get("scaling"))
+        return out
+
+    return attention
+
+
+def row_probabilities(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor,
+                      scaling: float | None) -> torch.Tensor:
+    """[B, H, r, K] softmax probabilities for query rows `rows` (indices into query's q axis).
+
+    Honours GQA (key heads repeated as transformers' repeat_kv does), a boolean or additive 4D
+    mask, a 2D padding mask, or none (then causal by position: the q rows are the last q of K).
+    """
+    b, h, q, d = query.shape
+    k_len = key.shape[2]
+    n_rep = h // key.shape[1]
+    k = key.repeat_interleave(n_rep, dim=1) if n_rep > 1 else key
+    qr = query[:, :, rows].float()
+    scores = torch.matmul(qr, k.float().transpose(-1, -2)) * (scaling if scaling is not None else d**-0.5)
+    if mask is not None and mask.dim() == 4:
+        m = mask[:, :, rows, :k_len]
+        if m.dtype == torch.bool:
+            scores = scores.masked_fill(~m, float("-inf"))
+        else:
+            scores = scores + m.float()
+    else:
+        abs_rows = rows.to(query.device) + (k_len - q)
+        causal = torch.arange(k_len, device=query.device)[None, :] <= abs_rows[:, None]
+        scores = scores.masked_fill(~causal[None, None], float("-inf"))
+        if mask is not None and mask.dim() == 2:  # flash-style padding mask [B, K]
+            scores = scores.masked_fill(~mask[:, None, None, :k_len].bool(), float("-inf"))
+    return torch.softmax(scores, dim=-1).nan_to_num(0.0)
+
+
+class Recording:
+    """Activate a recorder for the duration of a `with` block (nesting-safe)."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+        self._token = None
+
+    def __enter__(self):
+        self._token = _ACTIVE.set(self.recorder)
+        return self.recorder
+
+    def __exit__(self, *exc):
+        _ACTIVE.reset(self._token)
+        return False

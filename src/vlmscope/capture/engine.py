@@ -1,0 +1,291 @@
+"""Execute a capture plan inside one forward or one generate.
+
+Hooks sit on the real modules and are removed in ``finally``. Every step of the language model
+(the prefill, then each decode step) covers a range of padded positions; each hook keeps only
+the rows its request selected, on the device, and everything lands on the CPU at the end in the
+requested dtype. With early stop, the first module nobody needs raises StopForward.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+
+import torch
+
+from ..errors import VlmscopeError
+from ..specs import Selection
+from .attention import Recording, row_probabilities
+from .plan import Request
+from .trace import Trace
+
+REDUCERS = {
+    "mean": lambda x: x.mean(0),
+    "max": lambda x: x.max(0).values,
+    "last": lambda x: x[-1],
+}
+
+
+class StopForward(Exception):
+    """Raised by a hook once every requested site has been captured."""
+
+
+def _first(x):
+    return x[0] if isinstance(x, (tuple, list)) else getattr(x, "last_hidden_state", x)
+
+
+@contextmanager
+def hooks(registrations):
+    """Register (module, kind, fn) hooks; always remove them, even when the forward raises."""
+    handles = []
+    try:
+        for module, kind, fn in registrations:
+            if kind == "pre":
+                handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
+            else:
+                handles.append(module.register_forward_hook(fn, with_kwargs=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class CaptureRun:
+    """State of one run: positions of the current step, buffers, and the hooks that fill them."""
+
+    def __init__(self, adapter, batch, requests: list[Request], *, generating: bool, dtype=None,
+                 early_stop: bool = True):
+        self.adapter, self.batch, self.requests = adapter, batch, requests
+        self.generating = generating
+        self.dtype = dtype
+        self.T0 = batch.length
+        self.step_start = self.step_len = 0
+        self.device = batch.inputs["input_ids"].device
+        self.buffers = {r.key: [[] for _ in range(batch.size)] for r in requests}
+        self.kept = {r.key: [[] for _ in range(batch.size)] for r in requests}
+        self.wanted = {r.selection: self._wanted(r.selection) for r in requests if not r.site.is_vision}
+        self.vision_calls: list[dict] = []
+        self.stop_at = None if generating or not early_stop else self._stop_index()
+        self.stopped = False
+
+    # ---- positions ----------------------------------------------------------------------------
+    def _wanted(self, sel: Selection) -> list[tuple[torch.Tensor, bool]]:
+        """Per example: padded prompt positions to keep, and whether decode steps are kept too."""
+        out = []
+        for b, tm in enumerate(self.batch.token_maps):
+            decode = self.generating and sel.kind in ("all", "generated")
+            if sel.kind == "all":
+                pos = list(range(tm.length))
+            elif sel.kind in ("vision", "image", "vision_last"):
+                pos = tm.vision_positions(sel.index)
+                if not pos:
+                    raise VlmscopeError(f"token selection {sel} needs an image, but example {b} has none")
+                pos = pos[-1:] if sel.kind == "vision_last" else pos
+            elif sel.kind == "text":
+                pos = tm.text_positions()
+            elif sel.kind == "query":
+                pos = [tm.query]
+            else:  # generated: the positions whose outputs predict the answer tokens
+                n = 0 if self.generating or tm.answer is None else tm.answer[1] - tm.answer[0]
+                pos = tm.predicting_positions(max(n, 1))
+            pad = self.batch.pad[b]
+            out.append((torch.tensor([p + pad for p in pos], dtype=torch.long, device=self.device), decode))
+        return out
+
+    def rows(self, sel: Selection, b: int, start: int, length: int) -> torch.Tensor:
+        """Relative row indices of example b that `sel` keeps among padded positions [start, start+length)."""
+        pos, decode = self.wanted[sel][b]
+        if decode and start >= self.T0:
+            return torch.arange(length, device=self.device)
+        hit = pos[(pos >= start) & (pos < start + length)]
+        return hit - start
+
+    def _stop_index(self) -> int | None:
+        """Index into [layers..., norm, lm_head] of the first module no request needs."""
+        n = self.adapter.num_layers
+        need = -1
+        for r in self.requests:
+            g = r.site.group
+            if g.startswith("vision."):
+                need = max(need, -1)
+            elif g == "llm.embed":
+                need = max(need, -1)
+            elif g.startswith("llm.layers."):
+                need = max(need, r.site.index)
+            elif g == "llm.norm":
+                need = max(need, n)
+            else:
+                return None
+        return need + 1
+
+    # ---- hook bodies --------------------------------------------------------------------------
+    def _keep_sequence(self, req: Request, x: torch.Tensor):
+        """x: [B, L, D] for the positions that end where the current step ends."""
+        length = x.shape[1]
+        start = self.step_start + self.step_len - length  # logits may cover only the last row
+        for b in range(x.shape[0]):
+            rel = self.rows(req.selection, b, start, length)
+            if rel.numel():
+                self.buffers[req.key][b].append(x[b, rel].detach())
+                self.kept[req.key][b] += (rel + start - self.batch.pad[b]).tolist()
+
+    def _keep_vision(self, req: Request, x: torch.Tensor, patches: bool):
+        call = self.vision_calls[-1]
+        grid = call["grid"]
+        windowed = getattr(self.adapter, "windowed", False) and req.site.group != "vision.deepstack.{k}"
+        if req.site.group == "vision.patch_embed":
+            windowed = False  # the tower permutes into window order after the patch embedding
+        x = (self.adapter.patches_to_raster if patches else self.adapter.tokens_to_raster)(x, grid, windowed)
+        unit = 1 if patches else self.adapter.merge_size**2
+        sizes = [it["patches"] // unit for it in call["items"]]
+        for item, part in zip(call["items"], torch.split(x, sizes)):
+            sel = req.selection
+            if sel.kind == "image" and sel.index != item["visual"]:
+                continue
+            self.buffers[req.key][item["b"]].append(part.detach())
+
+    def pre_language_model(self, module, args, kwargs):
+        x = kwargs.get("inputs_embeds")
+        if x is None:
+            x = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]
+        self.step_start += self.step_len
+        self.step_len = x.shape[1]
+
+    def pre_visual(self, module, args, kwargs):
+        grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        n_images = len(self.batch.inputs.get("image_grid_thw", []))
+        kind = "image" if not self.vision_calls and n_images else "video"
+        items = []
+        for b, tm in enumerate(self.batch.token_maps):
+            for v in tm.visuals:
+                if v.kind == kind:
+                    items.append({"b": b, "visual": v.index, "patches": v.num_patches})
+        self.vision_calls.append({"grid": grid, "kind": kind, "items": items})
+
+    def registrations(self):
+        """(module, 'pre'|'post', fn) for every hook this plan needs."""
+        ad = self.adapter
+        layers = list(ad.language_model.layers)
+        chain = layers + [ad.language_model.norm, ad.lm_head]  # module k receives llm.layers.{k-1}
+        regs = [(ad.language_model, "pre", self.pre_language_model)]
+        if any(r.site.is_vision for r in self.requests):
+            regs.append((ad.visual, "pre", self.pre_visual))
+        pre: dict[int, list[Request]] = {}
+        post: dict[int, list] = {}
+        for r in self.requests:
+            g, i = r.site.group, r.site.index
+            if g == "llm.embed":
+                pre.setdefault(0, []).append(r)
+            elif g == "llm.layers.{i}":
+                pre.setdefault(i + 1, []).append(r)
+            elif g == "llm.layers.{i}.pre_deepstack":
+                regs.append((layers[i], "post", self._post_sequence(r)))
+            elif g == "llm.norm":
+                regs.append((ad.language_model.norm, "post", self._post_sequence(r)))
+            elif g == "logits":
+                regs.append((ad.lm_head, "post", self._post_sequence(r)))
+            elif g == "vision.patch_embed":
+                regs.append((ad.visual.patch_embed, "post", self._post_vision(r, patches=True)))
+            elif g == "vision.blocks.{i}":
+                regs.append((ad.visual.blocks[i], "post", self._post_vision(r, patches=True)))
+            elif g == "vision.merger":
+                regs.append((ad.visual.merger, "post", self._post_vision(r, patches=False)))
+            elif g == "vision.deepstack.{k}":
+                regs.append((ad.visual.deepstack_merger_list[i], "post", self._post_vision(r, patches=False)))
+        if self.stop_at is not None:
+            pre.setdefault(self.stop_at, [])
+        for k, reqs in sorted(pre.items()):
+            regs.append((chain[k], "pre", self._pre_chain(k, reqs)))
+        return regs
+
+    def _pre_chain(self, k: int, reqs: list[Request]):
+        def hook(module, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            for r in reqs:
+                self._keep_sequence(r, x)
+            if self.stop_at == k:
+                self.stopped = True
+                raise StopForward
+        return hook
+
+    def _post_sequence(self, req: Request):
+        def hook(module, args, kwargs, output):
+            self._keep_sequence(req, _first(output))
+        return hook
+
+    def _post_vision(self, req: Request, patches: bool):
+        def hook(module, args, kwargs, output):
+            self._keep_vision(req, _first(output), patches)
+        return hook
+
+    # ---- attention rows ----------------------------------------------------------------------
+    def attention_layers(self) -> dict[int, Request]:
+        return {r.site.index: r for r in self.requests if r.site.is_attention}
+
+    def observe(self, module, query, key, mask, scaling):
+        """Called by the attention wrapper for every decoder layer during a recording."""
+        req = self._attn.get(getattr(module, "layer_idx", -1))
+        if req is None:
+            return
+        length = query.shape[2]
+        start = self.step_start + self.step_len - length
+        per_b = [self.rows(req.selection, b, start, length) for b in range(query.shape[0])]
+        union = torch.unique(torch.cat(per_b)) if per_b else torch.empty(0, dtype=torch.long)
+        if union.numel() == 0:
+            return
+        probs = row_probabilities(query.detach(), key.detach(), mask, union, scaling)
+        for b, rel in enumerate(per_b):
+            if rel.numel():
+                pick = torch.searchsorted(union, rel)
+                p = probs[b][:, pick]
+                self.buffers[req.key][b].append(p.to("cpu", self.dtype or torch.float32))
+                self.kept[req.key][b] += (rel + start - self.batch.pad[b]).tolist()
+
+    # ---- running ------------------------------------------------------------------------------
+    @contextmanager
+    def active(self):
+        self._attn = self.attention_layers()
+        with ExitStack() as stack:
+            stack.enter_context(hooks(self.registrations()))
+            if self._attn:
+                stack.enter_context(Recording(self))
+            yield self
+
+    def finish(self, final_lengths: list[int], limits: list[int] | None = None) -> Trace:
+        """Concatenate, drop rows at positions >= limits[b] (steps an example took after it had
+        finished, in a batched generate), reduce on the device, move to the CPU."""
+        trace = Trace(self.batch.token_maps)
+        trace.stopped_early = self.stopped
+        for r in self.requests:
+            per_example, kept_all = [], []
+            for b, parts in enumerate(self.buffers[r.key]):
+                kept = self.kept[r.key][b]
+                if r.site.is_attention:
+                    x = self._attention_tensor(parts, b, final_lengths[b])
+                else:
+                    if not parts:
+                        raise VlmscopeError(f"nothing captured at {r.key} for example {b} "
+                                            f"(tokens={r.selection}); is the selection empty?")
+                    x = torch.cat(parts)
+                if limits is not None and not r.site.is_vision:
+                    keep = torch.tensor([p < limits[b] for p in kept], dtype=torch.bool)
+                    x = x[:, keep.to(x.device)] if r.site.is_attention else x[keep.to(x.device)]
+                    kept = [p for p in kept if p < limits[b]]
+                if r.reduce != "none":
+                    x = REDUCERS[r.reduce](x.transpose(0, 1) if r.site.is_attention else x)
+                per_example.append(x.to("cpu", self.dtype or x.dtype))
+                kept_all.append(kept)
+            trace.captures[r.key] = per_example
+            if not r.site.is_vision:
+                trace.positions[r.key] = kept_all
+        return trace
+
+    def _attention_tensor(self, parts: list[torch.Tensor], b: int, length: int) -> torch.Tensor:
+        """Join [H, r, K_step] pieces into [H, n, length] over the example's unpadded keys."""
+        pad = self.batch.pad[b]
+        rows = []
+        for p in parts:
+            p = p[..., pad:]
+            if p.shape[-1] < length:
+                p = torch.nn.functional.pad(p, (0, length - p.shape[-1]))
+            rows.append(p[..., :length])
+        return torch.cat(rows, dim=1)

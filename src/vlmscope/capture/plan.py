@@ -1,0 +1,79 @@
+"""CapturePlan: which sites, at which layers, which tokens, reduced how."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..errors import VlmscopeError
+from ..models.adapter import Site
+from ..specs import Selection, parse_layers, parse_reduction, parse_selection
+
+LLM_ONLY = {"vision_last", "text", "query", "generated"}
+
+
+@dataclass
+class CaptureSpec:
+    """One line of a plan. ``layers`` expands sites written without an index (``llm.layers``,
+    ``vision.blocks.{i}``); sites with an explicit index ignore it."""
+
+    sites: Sequence[str]
+    layers: str | int | Sequence[int] | None = "all"
+    tokens: str = "all"
+    reduce: str = "none"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One resolved capture: a concrete site, a token selection and a reduction."""
+
+    site: Site
+    selection: Selection
+    reduce: str
+
+    @property
+    def key(self) -> str:
+        return self.site.name
+
+
+@dataclass
+class CapturePlan:
+    specs: list[CaptureSpec] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, sites: str | Sequence[str], layers="all", tokens: str = "all", reduce: str = "none") -> "CapturePlan":
+        sites = [s.strip() for s in sites.split(",")] if isinstance(sites, str) else list(sites)
+        return cls([CaptureSpec(sites, layers, tokens, reduce)])
+
+    def add(self, sites, layers="all", tokens: str = "all", reduce: str = "none") -> "CapturePlan":
+        sites = [s.strip() for s in sites.split(",")] if isinstance(sites, str) else list(sites)
+        self.specs.append(CaptureSpec(sites, layers, tokens, reduce))
+        return self
+
+    def resolve(self, adapter) -> list[Request]:
+        """Expand every spec against the model; errors name the bad site, layer or selection."""
+        out: dict[str, Request] = {}
+        for spec in self.specs:
+            selection, reduce = parse_selection(spec.tokens), parse_reduction(spec.reduce)
+            for name in spec.sites:
+                group, idx = adapter.parse_site(name)
+                if "{" not in group:
+                    indices: list[int | None] = [None]
+                else:
+                    n = adapter.group_size(group)
+                    what = {"vision.blocks.{i}": "vision block", "vision.deepstack.{k}": "deepstack level"}.get(
+                        group, "layer")
+                    indices = list(parse_layers(int(idx) if idx is not None else spec.layers, n, what))
+                for i in indices:
+                    site = Site(group, i)
+                    if site.is_vision and selection.kind in LLM_ONLY:
+                        raise VlmscopeError(
+                            f"token selection {selection} does not apply to vision-tower site {site}; "
+                            "use all, vision or image:K")
+                    req = Request(site, selection, reduce)
+                    if req.key in out and out[req.key] != req:
+                        raise VlmscopeError(f"site {req.key} requested twice with different tokens/reduction")
+                    out[req.key] = req
+        if not out:
+            raise VlmscopeError("the capture plan is empty: name at least one site")
+        return list(out.values())

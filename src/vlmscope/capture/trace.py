@@ -1,0 +1,55 @@
+"""Trace: everything one forward or one generate captured, split per example."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import VlmscopeError
+from ..tokenmap import TokenMap
+
+
+@dataclass
+class Trace:
+    """``captures[site][b]`` is example b's tensor for `site` (on the CPU).
+
+    LLM sites: [n, D] rows at ``positions[site][b]`` (unpadded positions), or [D] when reduced.
+    Attention sites: [H, n, T] rows over all keys of the example (T = its final length).
+    Vision sites: [N, C] in raster order over the selected images, or [C] when reduced.
+    """
+
+    token_maps: list[TokenMap]
+    captures: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    positions: dict[str, list[list[int]]] = field(default_factory=dict)
+    generated_ids: list[list[int]] | None = None
+    generated_text: list[str] | None = None
+    stopped_early: bool = False
+
+    def __getitem__(self, site: str) -> list[torch.Tensor]:
+        try:
+            return self.captures[site]
+        except KeyError:
+            raise VlmscopeError(f"site {site!r} was not captured; captured: {', '.join(self.captures)}") from None
+
+    def __contains__(self, site: str) -> bool:
+        return site in self.captures
+
+    def get(self, site: str, example: int = 0) -> torch.Tensor:
+        return self[site][example]
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self.captures)
+
+    def stack(self, site: str) -> torch.Tensor:
+        """Stack a site over examples (works for reduced captures and equal-length rows)."""
+        return torch.stack(self[site])
+
+    def summary(self) -> dict:
+        return {
+            "examples": len(self.token_maps),
+            "sites": {k: [list(t.shape) for t in v] for k, v in self.captures.items()},
+            "generated_text": self.generated_text,
+            "stopped_early": self.stopped_early,
+        }

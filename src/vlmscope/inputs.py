@@ -1,0 +1,150 @@
+"""Examples in, model-ready batches out: chat template, processor, padding, token maps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .errors import VlmscopeError
+from .tokenmap import TokenMap, build_token_map
+
+ImageLike = Any  # a path or a PIL image
+
+
+@dataclass
+class Example:
+    """One request: images and/or video frames, a prompt, and optionally an answer to score.
+
+    Images come before videos, then the prompt, as in the Qwen model cards. ``videos`` is a list
+    of videos, each a list of frames.
+    """
+
+    prompt: str = ""
+    images: Sequence[ImageLike] = ()
+    videos: Sequence[Sequence[ImageLike]] = ()
+    answer: str | None = None
+    system: str | None = None
+    id: str | None = None
+
+    def __post_init__(self):
+        if isinstance(self.images, (str, Path)) or hasattr(self.images, "size") and hasattr(self.images, "mode"):
+            self.images = [self.images]
+        if not self.prompt.strip() and not self.images and not self.videos:
+            raise VlmscopeError("empty example: give a prompt, an image or a video")
+
+
+@dataclass
+class Batch:
+    """Model inputs (left-padded) plus one TokenMap per example."""
+
+    inputs: dict[str, torch.Tensor]
+    token_maps: list[TokenMap]
+    pad: list[int]  # left padding of each example
+    examples: list[Example] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.token_maps)
+
+    @property
+    def length(self) -> int:
+        return int(self.inputs["input_ids"].shape[1])
+
+    def to(self, device) -> "Batch":
+        self.inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.inputs.items()}
+        return self
+
+
+def load_image(item: ImageLike, root: str | Path | None = None):
+    """Open an image as RGB; a path must exist, be readable and (given `root`) stay inside it."""
+    from PIL import Image, UnidentifiedImageError
+
+    if hasattr(item, "convert"):
+        return item.convert("RGB")
+    path = Path(item)
+    if root is not None:
+        base = Path(root).resolve()
+        path = (base / path).resolve()
+        if base != path and base not in path.parents:
+            raise VlmscopeError(f"image path {str(item)!r} escapes the images directory {str(base)!r}")
+    if not path.is_file():
+        raise VlmscopeError(f"image not found: {str(path)!r}")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise VlmscopeError(f"cannot read image {str(path)!r}: {e.__class__.__name__}: {e}") from None
+
+
+def messages_for(ex: Example) -> list[dict]:
+    content = [{"type": "image"} for _ in ex.images] + [{"type": "video"} for _ in ex.videos]
+    if ex.prompt:
+        content.append({"type": "text", "text": ex.prompt})
+    msgs = [{"role": "user", "content": content}]
+    if ex.system is not None:
+        msgs.insert(0, {"role": "system", "content": ex.system})
+    return msgs
+
+
+def prepare(adapter, examples: Example | Sequence[Example], images_root: str | Path | None = None,
+            with_answers: bool = True) -> Batch:
+    """Render the chat template, run the processor, append answers (teacher forcing), left-pad,
+    and build a TokenMap per example."""
+    examples = [examples] if isinstance(examples, Example) else list(examples)
+    if not examples:
+        raise VlmscopeError("no examples to prepare")
+    processor = adapter.processor
+    texts, images, videos, grids, sizes = [], [], [], [], []
+    for ex in examples:
+        texts.append(processor.apply_chat_template(messages_for(ex), tokenize=False, add_generation_prompt=True))
+        ims = [load_image(i, images_root) for i in ex.images]
+        vids = [[load_image(f, images_root) for f in frames] for frames in ex.videos]
+        images += ims
+        videos += vids
+        sizes.append([im.size for im in ims] + [v[0].size for v in vids])
+    kw: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+    if images:
+        kw["images"] = images
+    if videos:
+        kw["videos"] = videos
+        kw["do_sample_frames"] = False
+    processor.tokenizer.padding_side = "left"
+    enc = processor(**kw)
+
+    ids_in, mask = enc["input_ids"], enc["attention_mask"].bool()
+    image_grids = iter(enc.get("image_grid_thw", torch.zeros(0, 3)).tolist())
+    video_grids = iter(enc.get("video_grid_thw", torch.zeros(0, 3)).tolist())
+    tokenizer = processor.tokenizer
+    seq_keys = [k for k, v in enc.items() if torch.is_tensor(v) and v.shape[:2] == ids_in.shape]
+    rows: list[dict[str, list[int]]] = []
+    maps: list[TokenMap] = []
+    for b, ex in enumerate(examples):
+        row = {k: enc[k][b][mask[b]].tolist() for k in seq_keys}
+        prompt_len = len(row["input_ids"])
+        if with_answers and ex.answer is not None:
+            ans = tokenizer(ex.answer, add_special_tokens=False)["input_ids"] + [adapter.token_ids["im_end"]]
+            row["input_ids"] += ans
+            row["attention_mask"] += [1] * len(ans)
+            for k in seq_keys:
+                if k not in ("input_ids", "attention_mask"):
+                    row[k] += [0] * len(ans)
+        grid_list = ([("image", tuple(next(image_grids))) for _ in ex.images]
+                     + [("video", tuple(next(video_grids))) for _ in ex.videos])
+        maps.append(build_token_map(row["input_ids"], prompt_len, adapter.token_ids, grid_list, sizes[b],
+                                    adapter.patch_size, adapter.merge_size, adapter.temporal_patch_size,
+                                    adapter.turn_header))
+        rows.append(row)
+
+    length = max(len(r["input_ids"]) for r in rows)
+    pad = [length - len(r["input_ids"]) for r in rows]
+    inputs: dict[str, torch.Tensor] = {}
+    for k in seq_keys:
+        fill = tokenizer.pad_token_id if k == "input_ids" else 0
+        inputs[k] = torch.tensor([[fill] * p + r[k] for p, r in zip(pad, rows)], dtype=enc[k].dtype)
+    for k, v in enc.items():
+        if k not in seq_keys:
+            inputs[k] = v
+    return Batch(inputs, maps, pad, examples)

@@ -1,0 +1,92 @@
+"""`vlmscope.load`: a hub id or a local directory in, a Scope out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import VlmscopeError
+from .registry import adapter_class
+
+DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+          "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def default_model() -> str:
+    """The bundled model organism when it is installed, else a hint to pass one."""
+    from ..assets import bundled_model_dir
+
+    path = bundled_model_dir()
+    if path is None:
+        raise VlmscopeError("no model given and the bundled shapes model is not installed; pass --model PATH_OR_HUB_ID")
+    return str(path)
+
+
+def resolve_device(device: str):
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise VlmscopeError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+
+
+def resolve_dtype(dtype, device):
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        # bf16 on GPUs that have it; fp32 on the CPU, where half precision is slow and lossy.
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise VlmscopeError(f"unknown dtype {dtype!r}; use auto, {', '.join(sorted(set(DTYPES)))}")
+    return getattr(torch, DTYPES[dtype])
+
+
+def load(model: str | Path | None = None, device: str = "auto", dtype="auto", attn_implementation: str | None = None,
+         device_map: str | dict | None = None, trust_remote_code: bool = False, revision: str | None = None,
+         min_pixels: int | None = None, max_pixels: int | None = None):
+    """Load a Qwen-VL checkpoint (hub id or directory) and return a Scope.
+
+    ``device_map="auto"`` spreads a model too big for one GPU with accelerate. Weights load with
+    safetensors only; remote code runs only if ``trust_remote_code=True``.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    from ..capture.attention import install
+    from ..scope import Scope
+
+    source = str(model) if model is not None else default_model()
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise VlmscopeError(f"cannot load model {source!r}: {first}") from None
+    cls = adapter_class(getattr(config, "model_type", ""))
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    kw = {"dtype": torch_dtype, "use_safetensors": True, "trust_remote_code": trust_remote_code, "revision": revision}
+    if attn_implementation:
+        kw["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        kw["device_map"] = device_map
+    hf_model = AutoModelForImageTextToText.from_pretrained(source, config=config, **kw)
+    if device_map is None:
+        hf_model.to(dev)
+    hf_model.eval()
+    pkw = {}
+    if min_pixels is not None:
+        pkw["min_pixels"] = min_pixels
+    if max_pixels is not None:
+        pkw["max_pixels"] = max_pixels
+    processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision, **pkw)
+    install(hf_model)
+    return Scope(hf_model, processor, cls(hf_model, processor), source=source)

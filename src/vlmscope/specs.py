@@ -1,0 +1,98 @@
+"""Parsing of the small languages users type: layer specs, token selections, reductions.
+
+Layer indices are 0-based decoder layers. ``llm.layers.{i}`` is the residual stream leaving
+decoder layer i, which is what layer i+1 receives; in transformers' terms that is
+``output_hidden_states[i + 1]`` (with two exceptions documented in docs/sites.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import VlmscopeError
+
+REDUCTIONS = ("none", "mean", "max", "last")
+SELECTIONS = ("vision", "vision_last", "text", "query", "generated", "all")  # plus image:k
+
+
+def parse_layers(spec: str | int | list[int] | tuple[int, ...] | None, n: int, what: str = "layer") -> list[int]:
+    """Resolve a layer spec against `n` layers into sorted, unique, 0-based indices.
+
+    Accepted: ``all``, ``halp`` (0, n/4, n/2, 3n/4, n-1), ``0,8,16``, negative indices (``-1`` is
+    the last layer), ranges ``4-8`` or ``4:8`` (inclusive / exclusive end), fractions ``n/4``,
+    ``3n/4``, an int, or a list of ints.
+    """
+    if spec is None or spec == "all":
+        return list(range(n))
+    if isinstance(spec, int):
+        items: list = [spec]
+    elif isinstance(spec, (list, tuple)):
+        items = list(spec)
+    else:
+        text = str(spec).strip().lower()
+        if text == "halp":
+            return sorted({0, n // 4, n // 2, (3 * n) // 4, n - 1})
+        items = [p.strip() for p in text.split(",") if p.strip()]
+        if not items:
+            raise VlmscopeError(f"empty {what} spec {spec!r}; use e.g. 'all', 'halp', '0,8,-1', '2-5', 'n/2'")
+    out: set[int] = set()
+    for item in items:
+        out.update(_parse_item(item, n, spec, what))
+    return sorted(out)
+
+
+def _parse_item(item, n: int, spec, what: str) -> list[int]:
+    if isinstance(item, int):
+        return [_check(item, n, spec, what)]
+    m = re.fullmatch(r"(\d+)\s*-\s*(-?\d+)", item)  # inclusive range, e.g. 2-5 or 2--1
+    if m:
+        lo, hi = _check(int(m.group(1)), n, spec, what), _check(int(m.group(2)), n, spec, what)
+        return list(range(lo, hi + 1))
+    m = re.fullmatch(r"(-?\d*)\s*:\s*(-?\d*)", item)  # python slice, end exclusive
+    if m:
+        return list(range(n))[slice(int(m.group(1) or 0), int(m.group(2)) if m.group(2) else None)]
+    m = re.fullmatch(r"(\d*)n\s*/\s*(\d+)", item)  # fraction of the depth, e.g. 3n/4
+    if m:
+        return [min(int(m.group(1) or 1) * n // int(m.group(2)), n - 1)]
+    if re.fullmatch(r"-?\d+", item):
+        return [_check(int(item), n, spec, what)]
+    raise VlmscopeError(
+        f"bad {what} spec {spec!r} (item {item!r}); use 'all', 'halp', '0,8,-1', '2-5', '2:5', 'n/4', '3n/4'"
+    )
+
+
+def _check(i: int, n: int, spec, what: str) -> int:
+    if not -n <= i < n:
+        raise VlmscopeError(f"{what} {i} out of range in {spec!r}: the model has {n} {what}s (0..{n - 1})")
+    return i % n
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which sequence positions to keep: a kind plus, for ``image:k``, the visual index."""
+
+    kind: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return f"image:{self.index}" if self.kind == "image" else self.kind
+
+
+def parse_selection(text: str | Selection) -> Selection:
+    if isinstance(text, Selection):
+        return text
+    t = str(text).strip().lower()
+    if t in SELECTIONS:
+        return Selection(t)
+    m = re.fullmatch(r"(image|video|visual):(\d+)", t)
+    if m:
+        return Selection("image", int(m.group(2)))
+    raise VlmscopeError(f"unknown token selection {text!r}; choose from {', '.join(SELECTIONS)}, image:K")
+
+
+def parse_reduction(text: str) -> str:
+    t = str(text).strip().lower()
+    if t not in REDUCTIONS:
+        raise VlmscopeError(f"unknown reduction {text!r}; choose from {', '.join(REDUCTIONS)}")
+    return t
