@@ -9,13 +9,11 @@ from ..errors import VlmscopeError
 from ..models.adapter import Site
 from ..specs import Selection, parse_layers, parse_reduction, parse_selection
 
-LLM_ONLY = {"vision_last", "text", "query", "generated"}
-
-
 @dataclass
 class CaptureSpec:
     """One line of a plan. ``layers`` expands sites written without an index (``llm.layers``,
-    ``vision.blocks.{i}``); sites with an explicit index ignore it."""
+    ``vision.blocks.{i}``); sites with an explicit index ignore it. ``tokens`` selects LLM
+    sequence positions; vision-tower sites keep every patch of every image unless ``image:K``."""
 
     sites: Sequence[str]
     layers: str | int | Sequence[int] | None = "all"
@@ -66,11 +64,9 @@ class CapturePlan:
                     indices = list(parse_layers(int(idx) if idx is not None else spec.layers, n, what))
                 for i in indices:
                     site = Site(group, i)
-                    if site.is_vision and selection.kind in LLM_ONLY:
-                        raise VlmscopeError(
-                            f"token selection {selection} does not apply to vision-tower site {site}; "
-                            "use all, vision or image:K")
-                    req = Request(site, selection, reduce)
+                    # vision-tower sites keep every patch of the selected images: only image:K narrows them
+                    sel = selection if not site.is_vision or selection.kind == "image" else Selection("all")
+                    req = Request(site, sel, reduce)
                     if req.key in out and out[req.key] != req:
                         raise VlmscopeError(f"site {req.key} requested twice with different tokens/reduction")
                     out[req.key] = req

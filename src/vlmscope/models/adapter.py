@@ -92,7 +92,7 @@ class Adapter:
             "im_start": int(tok.convert_tokens_to_ids("<|im_start|>")),
             "im_end": int(tok.convert_tokens_to_ids("<|im_end|>")),
         }
-        self._role_cache: dict[int, str] = {}
+        self.attn_base = self.text_config._attn_implementation  # the kernel behind vlmscope's wrapper
 
     # ---- shapes -----------------------------------------------------------------------------
     @property
@@ -213,7 +213,7 @@ class Adapter:
                 "deepstack_visual_indexes": self.deepstack_visual_indexes,
             },
             "token_ids": dict(self.token_ids),
-            "attn_implementation": self.text_config._attn_implementation,
+            "attn_implementation": self.attn_base,
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             "sites": {g: SITE_PATTERNS[g] for g in self.site_groups()},
         }

@@ -59,12 +59,16 @@ def load(model: str | Path | None = None, device: str = "auto", dtype="auto", at
     ``device_map="auto"`` spreads a model too big for one GPU with accelerate. Weights load with
     safetensors only; remote code runs only if ``trust_remote_code=True``.
     """
+    import transformers
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     from ..capture.attention import install
     from ..scope import Scope
 
     source = str(model) if model is not None else default_model()
+    if (source.startswith((".", "/", "~")) or Path(source).suffix) and not Path(source).expanduser().exists():
+        raise VlmscopeError(f"model directory not found: {source!r}")
+    transformers.utils.logging.disable_progress_bar()
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as e:
@@ -82,11 +86,20 @@ def load(model: str | Path | None = None, device: str = "auto", dtype="auto", at
     if device_map is None:
         hf_model.to(dev)
     hf_model.eval()
-    pkw = {}
-    if min_pixels is not None:
-        pkw["min_pixels"] = min_pixels
-    if max_pixels is not None:
-        pkw["max_pixels"] = max_pixels
-    processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision, **pkw)
-    install(hf_model)
-    return Scope(hf_model, processor, cls(hf_model, processor), source=source)
+    processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
+    set_pixel_limits(processor, min_pixels, max_pixels)
+    base_attention = install(hf_model)
+    adapter = cls(hf_model, processor)
+    adapter.attn_base = base_attention
+    return Scope(hf_model, processor, adapter, source=source)
+
+
+def set_pixel_limits(processor, min_pixels: int | None, max_pixels: int | None) -> None:
+    """Bound the processor's resize (image area in pixels): it decides the vision-token count."""
+    for part in (getattr(processor, "image_processor", None), getattr(processor, "video_processor", None)):
+        if part is None or not isinstance(getattr(part, "size", None), dict):
+            continue
+        if min_pixels is not None:
+            part.size["shortest_edge"] = min_pixels
+        if max_pixels is not None:
+            part.size["longest_edge"] = max_pixels

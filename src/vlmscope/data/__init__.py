@@ -1,0 +1,1 @@
+"""Datasets vlmscope generates itself: synthetic shape scenes with exact ground truth."""

@@ -1,0 +1,73 @@
+"""Attention rows computed beside SDPA equal eager `output_attentions`, in forward and generate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText
+
+from vlmscope import Example
+
+
+@pytest.fixture(scope="module")
+def eager_models(tiny_dirs):
+    return {fam: AutoModelForImageTextToText.from_pretrained(p, attn_implementation="eager", dtype=torch.float32).eval()
+            for fam, p in tiny_dirs.items()}
+
+
+def _examples(images, n_images: int):
+    first = Example("What colour is the circle?", images=images[:1])
+    second = Example("Is there a red square in one of these pictures?", images=images[1:1 + n_images])
+    return [first, second]
+
+
+@pytest.mark.parametrize("n_images", [1, 2])
+def test_forward_rows_equal_eager(scopes, eager_models, family, images, n_images):
+    scope = scopes[family]
+    assert scope.adapter.text_config._attn_implementation.endswith("sdpa")  # the model keeps SDPA
+    exs = _examples(images, n_images)
+    exs[0].answer, exs[1].answer = "red", "yes it is"
+    batch = scope.prepare(exs)
+    trace = scope.forward(batch, ["llm.layers.attn"], tokens="generated")
+    with torch.no_grad():
+        ref = eager_models[family](**scope.prepare(exs).inputs, output_attentions=True).attentions
+    for b, tm in enumerate(batch.token_maps):
+        rows = tm.predicting_positions(tm.answer[1] - tm.answer[0])
+        assert trace.positions["llm.layers.0.attn"][b] == rows
+        pad = batch.pad[b]
+        for i in range(scope.adapter.num_layers):
+            want = ref[i][b][:, [pad + r for r in rows], pad:]
+            torch.testing.assert_close(trace[f"llm.layers.{i}.attn"][b], want, atol=1e-5, rtol=1e-5)
+
+
+def test_generate_rows_equal_eager(scopes, eager_models, family, images):
+    scope = scopes[family]
+    exs = _examples(images, 2)
+    trace = scope.generate(exs, ["llm.layers.attn"], max_new_tokens=5)
+    batch = scope.prepare(exs)
+    with torch.no_grad():
+        out = eager_models[family].generate(**batch.inputs, max_new_tokens=5, do_sample=False,
+                                            output_attentions=True, return_dict_in_generate=True,
+                                            pad_token_id=scope.processor.tokenizer.pad_token_id)
+    T0 = batch.length
+    for b, tm in enumerate(trace.token_maps):
+        gen = trace.generated_ids[b]
+        assert out.sequences[b, T0:T0 + len(gen)].tolist() == gen  # same tokens as eager
+        pad = batch.pad[b]
+        for i in range(scope.adapter.num_layers):
+            got = trace[f"llm.layers.{i}.attn"][b]  # [H, len(gen), T]
+            assert got.shape[1] == len(gen)
+            for j in range(len(gen)):
+                step = out.attentions[j][i][b]  # [H, q, K]
+                want = step[:, -1, pad:]
+                torch.testing.assert_close(got[:, j, :want.shape[-1]], want, atol=1e-5, rtol=1e-5)
+                assert got[:, j, want.shape[-1]:].abs().max() == 0 if got.shape[-1] > want.shape[-1] else True
+
+
+def test_attention_rows_only_for_requested_layers(scopes, images):
+    scope = scopes["qwen2_vl"]
+    trace = scope.forward(Example("hi", images=images[:1]), ["llm.layers.1.attn"], tokens="query")
+    assert trace.sites == ["llm.layers.1.attn"]
+    row = trace["llm.layers.1.attn"][0]
+    assert row.shape[1] == 1
+    torch.testing.assert_close(row.sum(-1), torch.ones(row.shape[0], 1))
