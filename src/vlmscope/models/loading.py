@@ -97,9 +97,12 @@ def load(model: str | Path | None = None, device: str = "auto", dtype="auto", at
 def set_pixel_limits(processor, min_pixels: int | None, max_pixels: int | None) -> None:
     """Bound the processor's resize (image area in pixels): it decides the vision-token count."""
     for part in (getattr(processor, "image_processor", None), getattr(processor, "video_processor", None)):
-        if part is None or not isinstance(getattr(part, "size", None), dict):
+        size = getattr(part, "size", None)
+        if size is None:
             continue
-        if min_pixels is not None:
-            part.size["shortest_edge"] = min_pixels
-        if max_pixels is not None:
-            part.size["longest_edge"] = max_pixels
+        for key, value in (("shortest_edge", min_pixels), ("longest_edge", max_pixels)):
+            if value is not None:
+                if isinstance(size, dict):
+                    size[key] = value
+                else:  # transformers 5.x SizeDict
+                    setattr(size, key, value)
