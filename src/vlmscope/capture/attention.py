@@ -14,6 +14,7 @@ from contextvars import ContextVar
 import torch
 
 _ACTIVE: ContextVar = ContextVar("vlmscope_attention_recorder", default=None)
+_EDITOR: ContextVar = ContextVar("vlmscope_attention_editor", default=None)
 PREFIX = "vlmscope_"
 
 
@@ -45,6 +46,9 @@ def install(model) -> str:
 
 def _wrap(base_fn):
     def attention(module, query, key, value, attention_mask, *args, **kwargs):
+        editor = _EDITOR.get()
+        if editor is not None:  # e.g. attention knockout: edits the mask of chosen layers
+            attention_mask = editor(module, query, key, attention_mask)
         out = base_fn(module, query, key, value, attention_mask, *args, **kwargs)
         recorder = _ACTIVE.get()
         if recorder is not None:
@@ -82,17 +86,34 @@ def row_probabilities(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor
     return torch.softmax(scores, dim=-1).nan_to_num(0.0)
 
 
-class Recording:
-    """Activate a recorder for the duration of a `with` block (nesting-safe)."""
+class _Active:
+    """Set a context variable for the duration of a `with` block (nesting-safe)."""
 
-    def __init__(self, recorder):
-        self.recorder = recorder
+    var: ContextVar
+
+    def __init__(self, value):
+        self.value = value
         self._token = None
 
     def __enter__(self):
-        self._token = _ACTIVE.set(self.recorder)
-        return self.recorder
+        self._token = self.var.set(self.value)
+        return self.value
 
     def __exit__(self, *exc):
-        _ACTIVE.reset(self._token)
+        self.var.reset(self._token)
         return False
+
+
+class Recording(_Active):
+    """While active, `recorder.observe(module, query, key, mask, scaling)` sees every decoder
+    attention call."""
+
+    var = _ACTIVE
+
+
+class MaskEditing(_Active):
+    """While active, `editor(module, query, key, mask) -> mask` may replace the attention mask a
+    decoder layer uses (module.layer_idx tells which layer). A None mask means plain causal
+    attention without padding; an editor that changes it must build the full 4D mask."""
+
+    var = _EDITOR

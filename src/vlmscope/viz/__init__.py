@@ -1,0 +1,1 @@
+"""Turning per-token values into pictures: overlays, grids, reports."""
