@@ -71,3 +71,16 @@ def test_attention_rows_only_for_requested_layers(scopes, images):
     row = trace["llm.layers.1.attn"][0]
     assert row.shape[1] == 1
     torch.testing.assert_close(row.sum(-1), torch.ones(row.shape[0], 1))
+
+
+def test_vision_columns_only(scopes, images):
+    scope = scopes["qwen3_vl"]
+    from vlmscope import CapturePlan
+
+    ex = Example("Is there a red square?", images=images[:2])
+    full = scope.generate(ex, ["llm.layers.attn"], max_new_tokens=3)
+    cols = scope.generate(ex, CapturePlan.of("llm.layers.attn", tokens="generated", columns="vision"), max_new_tokens=3)
+    tm = full.token_maps[0]
+    for i in range(scope.adapter.num_layers):
+        key = f"llm.layers.{i}.attn"
+        torch.testing.assert_close(cols[key][0], full[key][0][..., tm.vision_positions()])

@@ -63,6 +63,7 @@ class CaptureRun:
         self.buffers = {r.key: [[] for _ in range(batch.size)] for r in requests}
         self.kept = {r.key: [[] for _ in range(batch.size)] for r in requests}
         self.wanted = {r.selection: self._wanted(r.selection) for r in requests if not r.site.is_vision}
+        self.columns = {r.key: self._columns(r.columns) for r in requests if r.site.is_attention}
         self.vision_calls: list[dict] = []
         self.stop_at = None if generating or not early_stop else self._stop_index()
         self.stopped = False
@@ -89,6 +90,16 @@ class CaptureRun:
                 pos = tm.predicting_positions(max(n, 1))
             pad = self.batch.pad[b]
             out.append((torch.tensor([p + pad for p in pos], dtype=torch.long, device=self.device), decode))
+        return out
+
+    def _columns(self, which: str) -> list[torch.Tensor] | None:
+        """Padded key positions kept per example for attention rows (None: every key)."""
+        if which == "all":
+            return None
+        out = []
+        for b, tm in enumerate(self.batch.token_maps):
+            pos = tm.vision_positions() + (tm.text_positions() if which == "vision+text" else [])
+            out.append(torch.tensor(sorted(pos), dtype=torch.long, device=self.device) + self.batch.pad[b])
         return out
 
     def rows(self, sel: Selection, b: int, start: int, length: int) -> torch.Tensor:
@@ -237,6 +248,9 @@ class CaptureRun:
             if rel.numel():
                 pick = torch.searchsorted(union, rel)
                 p = probs[b][:, pick]
+                cols = self.columns[req.key]
+                if cols is not None:
+                    p = p[..., cols[b]]
                 self.buffers[req.key][b].append(p.to("cpu", self.dtype or torch.float32))
                 self.kept[req.key][b] += (rel + start - self.batch.pad[b]).tolist()
 
@@ -259,7 +273,9 @@ class CaptureRun:
             per_example, kept_all = [], []
             for b, parts in enumerate(self.buffers[r.key]):
                 kept = self.kept[r.key][b]
-                if r.site.is_attention:
+                if r.site.is_attention and self.columns[r.key] is not None:
+                    x = torch.cat(parts, dim=1)  # [H, n, kept columns]
+                elif r.site.is_attention:
                     x = self._attention_tensor(parts, b, final_lengths[b])
                 else:
                     if not parts:

@@ -9,6 +9,8 @@ from ..errors import VlmscopeError
 from ..models.adapter import Site
 from ..specs import Selection, parse_layers, parse_reduction, parse_selection
 
+COLUMNS = ("all", "vision", "vision+text")
+
 @dataclass
 class CaptureSpec:
     """One line of a plan. ``layers`` expands sites written without an index (``llm.layers``,
@@ -19,6 +21,7 @@ class CaptureSpec:
     layers: str | int | Sequence[int] | None = "all"
     tokens: str = "all"
     reduce: str = "none"
+    columns: str = "all"  # attention sites: key columns kept, all | vision | vision+text
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Request:
     site: Site
     selection: Selection
     reduce: str
+    columns: str = "all"
 
     @property
     def key(self) -> str:
@@ -39,13 +43,15 @@ class CapturePlan:
     specs: list[CaptureSpec] = field(default_factory=list)
 
     @classmethod
-    def of(cls, sites: str | Sequence[str], layers="all", tokens: str = "all", reduce: str = "none") -> "CapturePlan":
-        sites = [s.strip() for s in sites.split(",")] if isinstance(sites, str) else list(sites)
-        return cls([CaptureSpec(sites, layers, tokens, reduce)])
+    def of(cls, sites: str | Sequence[str], layers="all", tokens: str = "all", reduce: str = "none",
+           columns: str = "all") -> "CapturePlan":
+        return cls().add(sites, layers, tokens, reduce, columns)
 
-    def add(self, sites, layers="all", tokens: str = "all", reduce: str = "none") -> "CapturePlan":
+    def add(self, sites, layers="all", tokens: str = "all", reduce: str = "none", columns: str = "all") -> "CapturePlan":
         sites = [s.strip() for s in sites.split(",")] if isinstance(sites, str) else list(sites)
-        self.specs.append(CaptureSpec(sites, layers, tokens, reduce))
+        if columns not in COLUMNS:
+            raise VlmscopeError(f"unknown attention columns {columns!r}; choose from {', '.join(COLUMNS)}")
+        self.specs.append(CaptureSpec(sites, layers, tokens, reduce, columns))
         return self
 
     def resolve(self, adapter) -> list[Request]:
@@ -66,7 +72,7 @@ class CapturePlan:
                     site = Site(group, i)
                     # vision-tower sites keep every patch of the selected images: only image:K narrows them
                     sel = selection if not site.is_vision or selection.kind == "image" else Selection("all")
-                    req = Request(site, sel, reduce)
+                    req = Request(site, sel, reduce, spec.columns if site.is_attention else "all")
                     if req.key in out and out[req.key] != req:
                         raise VlmscopeError(f"site {req.key} requested twice with different tokens/reduction")
                     out[req.key] = req

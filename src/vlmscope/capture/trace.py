@@ -15,7 +15,8 @@ class Trace:
     """``captures[site][b]`` is example b's tensor for `site` (on the CPU).
 
     LLM sites: [n, D] rows at ``positions[site][b]`` (unpadded positions), or [D] when reduced.
-    Attention sites: [H, n, T] rows over all keys of the example (T = its final length).
+    Attention sites: [H, n, T] rows over all keys of the example (T = its final length), or over
+    the kept key columns (sorted positions) when the plan asked for ``columns="vision"``.
     Vision sites: [N, C] in raster order over the selected images, or [C] when reduced.
     """
 
