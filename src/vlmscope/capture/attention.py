@@ -15,6 +15,7 @@ import torch
 
 _ACTIVE: ContextVar = ContextVar("vlmscope_attention_recorder", default=None)
 _EDITOR: ContextVar = ContextVar("vlmscope_attention_editor", default=None)
+_EAGER: ContextVar = ContextVar("vlmscope_attention_eager", default=None)
 PREFIX = "vlmscope_"
 
 
@@ -49,6 +50,9 @@ def _wrap(base_fn):
         editor = _EDITOR.get()
         if editor is not None:  # e.g. attention knockout: edits the mask of chosen layers
             attention_mask = editor(module, query, key, attention_mask)
+        eager = _EAGER.get()
+        if eager is not None and getattr(module, "layer_idx", -1) in eager.layers:
+            return eager(module, query, key, value, attention_mask, kwargs.get("scaling"))
         out = base_fn(module, query, key, value, attention_mask, *args, **kwargs)
         recorder = _ACTIVE.get()
         if recorder is not None:
@@ -117,3 +121,26 @@ class MaskEditing(_Active):
     attention without padding; an editor that changes it must build the full 4D mask."""
 
     var = _EDITOR
+
+
+class EagerLayers:
+    """Differentiable attention probabilities for a few layers (gradient-weighted maps need
+    dOutput/dA); every other layer keeps the fast kernel. ``probs[layer]`` is [B, H, q, K]."""
+
+    def __init__(self, layers):
+        self.layers = set(layers)
+        self.probs: dict[int, torch.Tensor] = {}
+
+    def __call__(self, module, query, key, value, mask, scaling):
+        rows = torch.arange(query.shape[2], device=query.device)
+        probs = row_probabilities(query, key, mask, rows, scaling).to(value.dtype)
+        if probs.requires_grad:
+            probs.retain_grad()
+        self.probs[module.layer_idx] = probs
+        n_rep = query.shape[1] // value.shape[1]
+        v = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value
+        return torch.matmul(probs, v).transpose(1, 2).contiguous(), None
+
+
+class EagerComputing(_Active):
+    var = _EAGER
