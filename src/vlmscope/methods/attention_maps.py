@@ -100,17 +100,30 @@ def explain(scope, example: Example, method: str = "raw", layers="all", heads="a
         per_layer = aggregate(stack, head_agg, dim=1)
         cols = aggregate(per_layer, layer_agg, dim=0).numpy()  # [n, C]
     else:
-        if not tm_has_image(scope, example):
-            raise VlmscopeError("attention maps need an image or video in the example")
         tm, answer_ids = _answer(scope, example, max_new_tokens)
-        flow = _rollout if method == "rollout" else _relevancy
-        cols = flow(scope, example, tm, answer_ids, layer_ids, head_ids, head_agg, columns, residual)
+        return explain_ids(scope, example, tm, answer_ids, method, layers=layer_ids, heads=head_ids,
+                           head_agg=head_agg, exclude_sinks=exclude_sinks, keep_text=keep_text, residual=residual)
     return _result(scope, example, method, layer_ids, head_ids, head_agg, layer_agg, tm, answer_ids, cols,
                    keep_text, exclude_sinks)
 
 
-def tm_has_image(scope, example: Example) -> bool:
-    return bool(example.images) or bool(example.videos)
+def explain_ids(scope, example: Example, tm: TokenMap, answer_ids: list[int], method: str, layers="all",
+                heads="all", head_agg: str = "mean", exclude_sinks: bool = False, keep_text: bool = False,
+                residual: float = 0.5) -> AttentionMaps:
+    """Rollout or relevancy maps of given answer token ids (e.g. the ones a generate produced),
+    computed in one teacher-forced forward over `tm.input_ids`."""
+    if method not in ("rollout", "gradient"):
+        raise VlmscopeError(f"explain_ids computes rollout or gradient maps, not {method!r}")
+    if not (example.images or example.videos):
+        raise VlmscopeError("attention maps need an image or video in the example")
+    ad = scope.adapter
+    layer_ids = parse_layers(layers, ad.num_layers)
+    head_ids = parse_layers(heads, ad.text_config.num_attention_heads, "head")
+    columns = "vision+text" if keep_text else "vision"
+    flow = _rollout if method == "rollout" else _relevancy
+    cols = flow(scope, example, tm, answer_ids, layer_ids, head_ids, head_agg, columns, residual)
+    return _result(scope, example, method, layer_ids, head_ids, head_agg, "flow", tm, answer_ids, cols,
+                   keep_text, exclude_sinks)
 
 
 def _answer(scope, example: Example, max_new_tokens: int) -> tuple[TokenMap, list[int]]:
