@@ -89,10 +89,9 @@ class Scope:
         for ids in new:
             cut = next((i + 1 for i, t in enumerate(ids) if t in stops), len(ids))
             generated.append(ids[:cut])
-        batch.token_maps = [tm.with_answer(g) for tm, g in zip(batch.token_maps, generated)]
-        run.batch.token_maps = batch.token_maps
+        maps = [tm.with_answer(g) for tm, g in zip(batch.token_maps, generated)]
         # the last generated token is never fed back, so rows stop at length - 1
-        trace = run.finish([tm.length for tm in batch.token_maps], limits=[tm.length - 1 for tm in batch.token_maps])
+        trace = run.finish([tm.length for tm in maps], limits=[tm.length - 1 for tm in maps], token_maps=maps)
         trace.generated_ids = generated
         tok = self.processor.tokenizer
         trace.generated_text = [tok.decode(g, skip_special_tokens=True) for g in generated]

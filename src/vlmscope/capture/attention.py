@@ -70,11 +70,12 @@ def row_probabilities(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor
     mask, a 2D padding mask, or none (then causal by position: the q rows are the last q of K).
     """
     b, h, q, d = query.shape
-    k_len = key.shape[2]
-    n_rep = h // key.shape[1]
-    k = key.repeat_interleave(n_rep, dim=1) if n_rep > 1 else key
-    qr = query[:, :, rows].float()
-    scores = torch.matmul(qr, k.float().transpose(-1, -2)) * (scaling if scaling is not None else d**-0.5)
+    k_len, kv_heads = key.shape[2], key.shape[1]
+    r = len(rows)
+    # group query heads by the key head they share (as repeat_kv does) instead of copying keys
+    qr = query[:, :, rows].reshape(b, kv_heads, (h // kv_heads) * r, d)
+    scores = torch.matmul(qr, key.transpose(-1, -2)).reshape(b, h, r, k_len).float()
+    scores = scores * (scaling if scaling is not None else d**-0.5)
     if mask is not None and mask.dim() == 4:
         m = mask[:, :, rows, :k_len]
         if m.dtype == torch.bool:

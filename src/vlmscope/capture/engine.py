@@ -229,14 +229,19 @@ class CaptureRun:
         return hook
 
     # ---- attention rows ----------------------------------------------------------------------
-    def attention_layers(self) -> dict[int, Request]:
-        return {r.site.index: r for r in self.requests if r.site.is_attention}
+    def attention_layers(self) -> dict[int, list[Request]]:
+        out: dict[int, list[Request]] = {}
+        for r in self.requests:
+            if r.site.is_attention:
+                out.setdefault(r.site.index, []).append(r)
+        return out
 
     def observe(self, module, query, key, mask, scaling):
         """Called by the attention wrapper for every decoder layer during a recording."""
-        req = self._attn.get(getattr(module, "layer_idx", -1))
-        if req is None:
-            return
+        for req in self._attn.get(getattr(module, "layer_idx", -1), []):
+            self._observe(req, query, key, mask, scaling)
+
+    def _observe(self, req: Request, query, key, mask, scaling):
         length = query.shape[2]
         start = self.step_start + self.step_len - length
         per_b = [self.rows(req.selection, b, start, length) for b in range(query.shape[0])]
@@ -264,10 +269,10 @@ class CaptureRun:
                 stack.enter_context(Recording(self))
             yield self
 
-    def finish(self, final_lengths: list[int], limits: list[int] | None = None) -> Trace:
+    def finish(self, final_lengths: list[int], limits: list[int] | None = None, token_maps=None) -> Trace:
         """Concatenate, drop rows at positions >= limits[b] (steps an example took after it had
         finished, in a batched generate), reduce on the device, move to the CPU."""
-        trace = Trace(self.batch.token_maps)
+        trace = Trace(token_maps or self.batch.token_maps)
         trace.stopped_early = self.stopped
         for r in self.requests:
             per_example, kept_all = [], []

@@ -15,13 +15,16 @@ COLUMNS = ("all", "vision", "vision+text")
 class CaptureSpec:
     """One line of a plan. ``layers`` expands sites written without an index (``llm.layers``,
     ``vision.blocks.{i}``); sites with an explicit index ignore it. ``tokens`` selects LLM
-    sequence positions; vision-tower sites keep every patch of every image unless ``image:K``."""
+    sequence positions; vision-tower sites keep every patch of every image unless ``image:K``.
+    ``name`` prefixes the keys of its captures (``vt/llm.layers.7``), so one site can be taken
+    twice in one run with different tokens or reductions."""
 
     sites: Sequence[str]
     layers: str | int | Sequence[int] | None = "all"
     tokens: str = "all"
     reduce: str = "none"
     columns: str = "all"  # attention sites: key columns kept, all | vision | vision+text
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,10 +35,11 @@ class Request:
     selection: Selection
     reduce: str
     columns: str = "all"
+    name: str | None = None
 
     @property
     def key(self) -> str:
-        return self.site.name
+        return f"{self.name}/{self.site.name}" if self.name else self.site.name
 
 
 @dataclass
@@ -44,14 +48,17 @@ class CapturePlan:
 
     @classmethod
     def of(cls, sites: str | Sequence[str], layers="all", tokens: str = "all", reduce: str = "none",
-           columns: str = "all") -> "CapturePlan":
-        return cls().add(sites, layers, tokens, reduce, columns)
+           columns: str = "all", name: str | None = None) -> "CapturePlan":
+        return cls().add(sites, layers, tokens, reduce, columns, name)
 
-    def add(self, sites, layers="all", tokens: str = "all", reduce: str = "none", columns: str = "all") -> "CapturePlan":
+    def add(self, sites, layers="all", tokens: str = "all", reduce: str = "none", columns: str = "all",
+            name: str | None = None) -> "CapturePlan":
         sites = [s.strip() for s in sites.split(",")] if isinstance(sites, str) else list(sites)
         if columns not in COLUMNS:
             raise VlmscopeError(f"unknown attention columns {columns!r}; choose from {', '.join(COLUMNS)}")
-        self.specs.append(CaptureSpec(sites, layers, tokens, reduce, columns))
+        if name is not None and (not name or "/" in name):
+            raise VlmscopeError(f"bad capture name {name!r}: use a non-empty name without '/'")
+        self.specs.append(CaptureSpec(sites, layers, tokens, reduce, columns, name))
         return self
 
     def resolve(self, adapter) -> list[Request]:
@@ -72,7 +79,7 @@ class CapturePlan:
                     site = Site(group, i)
                     # vision-tower sites keep every patch of the selected images: only image:K narrows them
                     sel = selection if not site.is_vision or selection.kind == "image" else Selection("all")
-                    req = Request(site, sel, reduce, spec.columns if site.is_attention else "all")
+                    req = Request(site, sel, reduce, spec.columns if site.is_attention else "all", spec.name)
                     if req.key in out and out[req.key] != req:
                         raise VlmscopeError(f"site {req.key} requested twice with different tokens/reduction")
                     out[req.key] = req

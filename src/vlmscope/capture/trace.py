@@ -12,7 +12,8 @@ from ..tokenmap import TokenMap
 
 @dataclass
 class Trace:
-    """``captures[site][b]`` is example b's tensor for `site` (on the CPU).
+    """``captures[key][b]`` is example b's tensor for `key` (on the CPU): the site name, or
+    ``name/site`` for a plan line given a ``name``.
 
     LLM sites: [n, D] rows at ``positions[site][b]`` (unpadded positions), or [D] when reduced.
     Attention sites: [H, n, T] rows over all keys of the example (T = its final length), or over
