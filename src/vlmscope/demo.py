@@ -1,7 +1,8 @@
-"""`make demo`: the main job on the bundled model, end to end, printing where the output went."""
+"""`make demo`: the main job (`vlmscope run`) on the bundled model and a shipped example image."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -17,39 +18,35 @@ def _demo_model(out: Path) -> str:
     return str(build_tiny_model("qwen3_vl", out / "tiny-model"))
 
 
-def _demo_image():
+def _demo_example(out: Path) -> tuple[Path, str]:
+    """The shipped example image and its question (a generated scene if none is shipped)."""
     from .assets import HERE
 
-    found = sorted((HERE / "examples").glob("*.png")) if (HERE / "examples").is_dir() else []
-    if found:
-        return found[0]
-    import numpy as np
-    from PIL import Image
+    examples = HERE / "examples"
+    for meta in sorted(examples.glob("*.json")) if examples.is_dir() else []:
+        info = json.loads(meta.read_text())
+        image = examples / info.get("image", meta.with_suffix(".png").name)
+        if image.is_file():
+            return image, info["question"]
+    from .data.shapes import make_dataset
 
-    rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8))
+    rec = make_dataset(1, seed=7)[0]
+    path = out / "example.png"
+    rec.image.save(path)
+    return path, rec.question
 
 
 def run_demo(args) -> int:
-    import json
-
-    from .inputs import Example
     from .models.loading import load
+    from .report import run_report
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scope = load(_demo_model(out), device="auto")
-    info = scope.describe()
-    print(f"model: {info['name']} {info['class']}, {info['llm']['layers']} LLM layers, "
-          f"{info['vision']['blocks']} vision blocks")
-    ex = Example("What colour is the circle?", images=[_demo_image()])
-    trace = scope.generate(ex, ["vision.merger", "llm.layers", "llm.layers.attn"], layers="halp", max_new_tokens=8)
-    tm = trace.token_maps[0]
-    print(f"answer: {trace.generated_text[0]!r}")
-    print(f"token map: {tm.length} tokens, image tokens {tm.visuals[0].segments}, grid {tm.visuals[0].merged_thw}, "
-          f"query position {tm.query}")
-    for site, tensors in trace.captures.items():
-        print(f"  {site:24s} {tuple(tensors[0].shape)}")
-    (out / "token_map.json").write_text(json.dumps(tm.summary(), indent=2))
-    print(f"wrote {out.resolve() / 'token_map.json'}")
+    image, question = _demo_example(out)
+    print(f"model: {scope.describe()['name']} from {scope.source}")
+    print(f"image: {image}\nquestion: {question}")
+    answer, report = run_report(scope, [image], question, out)
+    print(f"answer: {answer}")
+    print(f"report: {report.resolve()}")
     return 0

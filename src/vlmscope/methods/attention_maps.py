@@ -44,6 +44,7 @@ class AttentionMaps:
     maps: np.ndarray  # [n_tokens, Nv]
     text_maps: np.ndarray | None = None  # [n_tokens, n_text] when asked for
     sinks: list[int] = field(default_factory=list)
+    layer_maps: np.ndarray | None = None  # raw: [L, n_tokens, Nv] per selected layer, heads aggregated
     images: list[Any] = field(default_factory=list, repr=False)  # PIL images / first frames, per visual
 
     def visual_map(self, j: int, visual: int = 0) -> np.ndarray:
@@ -87,24 +88,27 @@ def explain(scope, example: Example, method: str = "raw", layers="all", heads="a
     head_ids = parse_layers(heads, n_heads, "head")
     columns = "vision+text" if keep_text else "vision"
 
-    if method == "raw":
-        plan = CapturePlan.of("llm.layers.attn", layers=layer_ids, tokens="generated", columns=columns)
-        if example.answer is None:
-            trace = scope.generate(example, plan, max_new_tokens=max_new_tokens, dtype=dtype)
-            tm, answer_ids = trace.token_maps[0], trace.generated_ids[0]
-        else:
-            trace = scope.forward(example, plan, dtype=dtype)
-            tm = trace.token_maps[0]
-            answer_ids = tm.input_ids[tm.answer[0]:tm.answer[1]]
-        stack = torch.stack([trace[f"llm.layers.{i}.attn"][0][head_ids].float() for i in layer_ids])  # [L, h, n, C]
-        per_layer = aggregate(stack, head_agg, dim=1)
-        cols = aggregate(per_layer, layer_agg, dim=0).numpy()  # [n, C]
-    else:
+    if method != "raw":
         tm, answer_ids = _answer(scope, example, max_new_tokens)
         return explain_ids(scope, example, tm, answer_ids, method, layers=layer_ids, heads=head_ids,
                            head_agg=head_agg, exclude_sinks=exclude_sinks, keep_text=keep_text, residual=residual)
-    return _result(scope, example, method, layer_ids, head_ids, head_agg, layer_agg, tm, answer_ids, cols,
-                   keep_text, exclude_sinks)
+    plan = CapturePlan.of("llm.layers.attn", layers=layer_ids, tokens="generated", columns=columns)
+    if example.answer is None:
+        trace = scope.generate(example, plan, max_new_tokens=max_new_tokens, dtype=dtype)
+        tm, answer_ids = trace.token_maps[0], trace.generated_ids[0]
+    else:
+        trace = scope.forward(example, plan, dtype=dtype)
+        tm = trace.token_maps[0]
+        answer_ids = tm.input_ids[tm.answer[0]:tm.answer[1]]
+    stack = torch.stack([trace[f"llm.layers.{i}.attn"][0][head_ids].float() for i in layer_ids])  # [L, h, n, C]
+    per_layer = aggregate(stack, head_agg, dim=1)
+    cols = aggregate(per_layer, layer_agg, dim=0).numpy()  # [n, C]
+    result = _result(scope, example, method, layer_ids, head_ids, head_agg, layer_agg, tm, answer_ids, cols,
+                     keep_text, exclude_sinks)
+    vision = set(tm.vision_positions())
+    vis_idx = [i for i, p in enumerate(_key_columns(tm, columns).tolist()) if p in vision]
+    result.layer_maps = per_layer.numpy()[:, :, vis_idx]
+    return result
 
 
 def explain_ids(scope, example: Example, tm: TokenMap, answer_ids: list[int], method: str, layers="all",
