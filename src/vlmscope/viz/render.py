@@ -91,7 +91,7 @@ def html_report(title: str, answer: str, token_map: dict, methods: dict[str, lis
 <style>
 body{{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px}}
 button.tok{{margin:2px;padding:3px 6px;border:1px solid #888;background:#f4f4f4;cursor:pointer}}
-button.tok.on{{background:#ffd54f}} figure{{display:inline-block;margin:6px}} img{{max-width:480px}}
+button.tok.on{{background:#ffd54f}} figure{{display:inline-block;margin:6px}} img{{width:384px;image-rendering:pixelated}}
 pre{{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
