@@ -1,0 +1,62 @@
+"""The output directory of a run: refused when it holds another run, continued with resume."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import VlmscopeError
+from .layout import FAILURES_FILE, FORMAT, RUN_FILE, finished_parts
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several processes may finish at once
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def check_directory(out: str | Path, run: dict | None, resume: bool) -> dict | None:
+    """Refuse `out` if it holds files of another run (or of this one, without `resume`).
+
+    Returns the stored run.json when resuming, None for a fresh directory. With `run` None only
+    the directory is checked (before a model is loaded), not the settings.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise VlmscopeError(f"output {str(out)!r} is a file; give a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    meta_path = out / RUN_FILE
+    if not meta_path.is_file():
+        raise VlmscopeError(f"output directory {str(out)!r} is not empty and holds no vlmscope store; "
+                            "choose an empty or new directory")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise VlmscopeError(f"cannot read {str(meta_path)!r}: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise VlmscopeError(f"{str(meta_path)!r} is not a vlmscope store (format {meta.get('format')!r})")
+    done = len(finished_parts(out))
+    if not resume:
+        raise VlmscopeError(f"output directory {str(out)!r} already holds a run ({meta['run'].get('preset')}, "
+                            f"{done} parts finished); pass --resume to continue it, or choose another directory")
+    differ = sorted(k for k in set(meta["run"]) | set(run) if meta["run"].get(k) != run.get(k)) if run else []
+    if differ:
+        got = ", ".join(f"{k}={meta['run'].get(k)!r} (now {run.get(k)!r})" for k in differ)
+        raise VlmscopeError(f"cannot resume {str(out)!r}: it was started with {got}; "
+                            "use the same settings or another directory")
+    return meta
+
+
+def write_run(out: str | Path, meta: dict) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / RUN_FILE, json.dumps(meta, indent=2, sort_keys=True))
+
+
+def write_failures(out: str | Path, failures: list[dict]) -> Path:
+    """failures.jsonl, one object per failed row, in source order (rewritten whole, atomically)."""
+    path = Path(out) / FAILURES_FILE
+    _write_atomic(path, "".join(json.dumps(f) + "\n" for f in failures))
+    return path
