@@ -84,7 +84,7 @@ class Scope:
             out = self.model.generate(**batch.inputs, **kw)
         sequences = out.sequences if hasattr(out, "sequences") else out
         new = sequences[:, batch.length:].tolist()
-        stops = self._stop_ids()
+        stops = self.stop_ids()
         generated = []
         for ids in new:
             cut = next((i + 1 for i, t in enumerate(ids) if t in stops), len(ids))
@@ -97,7 +97,8 @@ class Scope:
         trace.generated_text = [tok.decode(g, skip_special_tokens=True) for g in generated]
         return trace
 
-    def _stop_ids(self) -> set[int]:
+    def stop_ids(self) -> set[int]:
+        """Token ids that end an answer: the generation config's eos ids and <|im_end|>."""
         eos = self.model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         return set(eos) | {self.adapter.token_ids["im_end"]}

@@ -2,7 +2,7 @@
 
 Layer indices are 0-based decoder layers. ``llm.layers.{i}`` is the residual stream leaving
 decoder layer i, which is what layer i+1 receives; in transformers' terms that is
-``output_hidden_states[i + 1]`` (with two exceptions documented in docs/sites.md).
+``output_hidden_states[i + 1]`` (with two exceptions documented in the README, "Mapping to output_hidden_states").
 """
 
 from __future__ import annotations

@@ -1,0 +1,83 @@
+"""`vlmscope mask`: which prompt tokens and image regions the answer depends on (token masking),
+for one image + prompt or for every run of a YAML file."""
+
+from __future__ import annotations
+
+from . import add_model_args, load_from_args
+
+# option flags default to None so that, with --config, only the flags given override the file
+OPTION_FLAGS = ("mode", "method", "window", "stride", "text_unit", "image_index", "layers", "edges", "occlusion",
+                "max_new_tokens", "regenerate", "batch_size", "seed")
+
+
+def _overrides(args) -> dict:
+    return {name: getattr(args, name) for name in OPTION_FLAGS if getattr(args, name) not in (None, False)}
+
+
+def cmd_mask(args) -> int:
+    from ..errors import VlmscopeError
+
+    if args.config:
+        if args.image or args.prompt:
+            raise VlmscopeError("give either IMAGE... --prompt P or --config FILE.yaml, not both")
+        return _batch(args)
+    if not args.prompt:
+        raise VlmscopeError("give IMAGE... --prompt P, or --config FILE.yaml")
+    from ..inputs import Example
+    from ..methods.masking import MaskingOptions, mask_impact
+
+    scope = load_from_args(args)
+    result = mask_impact(scope, Example(args.prompt, images=args.image, answer=args.answer),
+                         MaskingOptions(**_overrides(args)))
+    out = result.save(args.out or "vlmscope-out/mask")
+    print(f"answer: {result.answer_text!r} ({len(result.answer_ids)} tokens)")
+    drop = result.impact("drop")
+    print(f"{len(result.units)} units masked ({result.settings['method']}) in {result.seconds:.2f} s; "
+          "largest drops in the answer's log-probability:")
+    for i in drop.argsort()[::-1][:5]:
+        u = result.units[i]
+        change = "" if result.first_change[i] is None else f"  greedy answer changes at token {result.first_change[i]}"
+        print(f"  {drop[i]:+9.4f}  {u.label!r}{change}")
+    print(f"wrote {out}/result.json, impacts.csv and pictures")
+    return 0
+
+
+def _batch(args) -> int:
+    from ..methods.masking_batch import run_config
+    from ..models.loading import load
+
+    def load_scope(model):
+        return load(args.model or model, device=args.device, dtype=args.dtype, device_map=args.device_map,
+                    trust_remote_code=args.trust_remote_code)
+
+    records, summary = run_config(args.config, load_scope, out=args.out, overrides=_overrides(args))
+    for r in records:
+        what = f"{r['answer']!r}, {r['units']} units, {r['seconds']} s" if r["status"] == "ok" else r["error"]
+        print(f"  {r['name']:20s} {r['status']:5s}  {what}")
+    failed = sum(r["status"] != "ok" for r in records)
+    print(f"{len(records) - failed} of {len(records)} runs done; wrote {summary}")
+    return 1 if failed else 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("mask", help="token masking impact of text tokens, image regions or both on the answer")
+    add_model_args(p)
+    p.add_argument("image", nargs="*", help="image path(s)")
+    p.add_argument("--prompt", default=None)
+    p.add_argument("--answer", default=None, help="score this answer instead of the model's greedy answer")
+    p.add_argument("--config", default=None, help="YAML file listing runs (images, prompts, settings)")
+    p.add_argument("--mode", default=None, help="text, vision (default) or both")
+    p.add_argument("--method", default=None, help="knockout (default), zero, mean, noise, occlude")
+    p.add_argument("--window", default=None, help="K: K x K vision tokens per unit (default 1), or 'image'")
+    p.add_argument("--stride", type=int, default=None, help="window step (default: the window: tiled; 1: sliding)")
+    p.add_argument("--text-unit", dest="text_unit", default=None, help="token (default) or word")
+    p.add_argument("--image-index", dest="image_index", type=int, default=None, help="mask only the K-th image")
+    p.add_argument("--layers", default=None, help="knockout only in these decoder layers: all, 0-3, n/2:, ...")
+    p.add_argument("--edges", default=None, help="knockout only edges into: all, vision, question, last (comma list)")
+    p.add_argument("--occlusion", default=None, help="occlude fill: grey (default) or blur")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None, help="answer length (default 16)")
+    p.add_argument("--regenerate", action="store_true", help="also regenerate the answer under each masking")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="variants per forward (default 32)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the Gaussian noise (default 0)")
+    p.add_argument("--out", default=None, help="output folder (default vlmscope-out/mask; with --config: its 'out')")
+    p.set_defaults(func=cmd_mask)

@@ -1,0 +1,118 @@
+"""One example made ready for many perturbed runs: the clean input embeddings, mRoPE positions,
+the clean KV cache of every position and the clean log-probabilities of the answer.
+
+Perturbed runs call the decoder directly with input embeddings, so a run can start at any
+position on top of a slice of the clean cache: nothing before the first changed position differs
+from the clean run under a causal mask, whether the change is a knockout or a new embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..inputs import Batch
+from ..tokenmap import TokenMap
+
+
+@dataclass
+class Context:
+    scope: object
+    tm: TokenMap
+    ids: torch.Tensor  # [T] prompt + answer
+    positions: torch.Tensor  # [3, 1, T] mRoPE positions
+    embeds: torch.Tensor  # [1, T, D] input embeddings with the image features merged
+    visual: torch.Tensor  # [T] bool: image placeholder positions
+    deepstack: list[torch.Tensor] | None  # Qwen3-VL: per level [N_visual, D], sequence order
+    pixel_values: torch.Tensor | None
+    image_grid_thw: torch.Tensor | None
+    answer: torch.Tensor  # [n] answer ids, scored teacher-forced
+    cache: object  # DynamicCache of the clean run, all T positions
+    clean_logp: torch.Tensor  # [n, vocab] float32
+
+    @property
+    def length(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def rows(self) -> list[int]:
+        """Positions whose outputs predict the answer tokens."""
+        return self.tm.predicting_positions(int(self.answer.shape[0]))
+
+    def visual_rows(self, positions) -> torch.Tensor:
+        """Row index into the deepstack features of each image position in `positions`."""
+        rank = torch.cumsum(self.visual.long(), 0) - 1
+        return rank[torch.as_tensor(positions, dtype=torch.long, device=rank.device)]
+
+
+@torch.inference_mode()
+def build_context(scope, batch: Batch, answer_ids: list[int]) -> Context:
+    """For a one-prompt batch (no answer): run the vision tower once and the clean teacher-forced
+    pass over prompt + answer once, keeping its cache."""
+    batch = batch.to(scope.input_device)
+    inp, dev = batch.inputs, scope.input_device
+    answer = torch.tensor(answer_ids, dtype=torch.long, device=dev)
+    ids = torch.cat([inp["input_ids"][0], answer])
+    grid = inp.get("image_grid_thw")
+    embeds = scope.adapter.language_model.embed_tokens(ids)[None]
+    prompt_visual = inp["input_ids"][0] == scope.adapter.token_ids["image"]
+    visual = torch.cat([prompt_visual, torch.zeros_like(answer, dtype=torch.bool)])  # answer positions are text
+    deepstack = None
+    if grid is not None:
+        mm = torch.cat([inp["mm_token_type_ids"][0], torch.zeros_like(answer).to(inp["mm_token_type_ids"].dtype)])
+        positions, _ = scope.model.model.get_rope_index(ids[None], mm_token_type_ids=mm[None], image_grid_thw=grid)
+        image_embeds, deepstack = vision_features(scope, inp["pixel_values"], grid)
+        embeds[0, visual] = torch.cat(image_embeds).to(embeds.dtype)
+        if deepstack is not None:
+            deepstack = [torch.cat(level).to(dev, embeds.dtype) for level in deepstack]
+    else:
+        positions = torch.arange(len(ids), device=dev).view(1, 1, -1).expand(3, 1, -1)
+    ctx = Context(scope, batch.token_maps[0].with_answer(answer_ids), ids, positions, embeds, visual, deepstack,
+                  inp.get("pixel_values"), grid, answer, new_cache(scope), None)
+    hidden = run_decoder(ctx, embeds, 0, ctx.cache, ctx.deepstack)
+    ctx.clean_logp = log_probs(scope, hidden[:, ctx.rows])[0]
+    return ctx
+
+
+def vision_features(scope, pixel_values: torch.Tensor, grid: torch.Tensor):
+    """(merger output per image, deepstack features per level and image or None)."""
+    device = next(scope.adapter.visual.parameters()).device
+    out = scope.model.model.get_image_features(pixel_values.to(device), grid.to(device))
+    deepstack = getattr(out, "deepstack_features", None) or None
+    return [e.to(scope.input_device) for e in out.pooler_output], deepstack
+
+
+def new_cache(scope, ctx: Context | None = None, start: int = 0, copies: int = 1):
+    """An empty cache, or the clean cache's first `start` positions shared by `copies` variants."""
+    from transformers import DynamicCache
+
+    config = scope.adapter.text_config
+    if ctx is None or start == 0:
+        return DynamicCache(config=config)
+    data = [(layer.keys[:, :, :start].expand(copies, -1, -1, -1), layer.values[:, :, :start].expand(copies, -1, -1, -1))
+            for layer in ctx.cache.layers]
+    return DynamicCache(ddp_cache_data=data, config=config)
+
+
+def run_decoder(ctx: Context, embeds: torch.Tensor, start: int, cache, deepstack: list[torch.Tensor] | None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Decoder pass over positions [start, start + L) of a batch of variants; final normed states.
+
+    ``deepstack`` holds the features of the image positions in the run, variant after variant
+    (the order in which the model adds them to ``hidden[visual_pos_masks]``).
+    """
+    v, length = embeds.shape[:2]
+    if positions is None:
+        positions = ctx.positions[:, :, start:start + length].expand(3, v, -1)
+    kw = {}
+    visual = ctx.visual[start:start + length]
+    if deepstack is not None and bool(visual.any()):
+        kw = {"visual_pos_masks": visual[None].expand(v, -1), "deepstack_visual_embeds": deepstack}
+    out = ctx.scope.adapter.language_model(inputs_embeds=embeds, position_ids=positions, past_key_values=cache,
+                                           use_cache=True, **kw)
+    return out.last_hidden_state
+
+
+def log_probs(scope, hidden: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(scope.adapter.lm_head(hidden).float(), dim=-1)

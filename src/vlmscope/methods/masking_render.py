@@ -1,0 +1,84 @@
+"""Pictures of a MaskingResult: heatmaps over the image for vision units, and a coloured prompt
+(HTML) plus a unit x answer-token table (PNG) for text units."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+
+from ..viz.overlay import grid, overlay, side_by_side, to_pixels, token_grid
+
+
+def save_heatmaps(result, out: Path, metric: str = "drop") -> list[Path]:
+    """Per image: one overlay per answer token, one for the whole answer, and a contact sheet."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k in sorted({u.image for u in result.units if u.kind == "vision"}):
+        visual, image = result.token_map.visual(k), result.images[k]
+        tiles, titles = [], []
+        for j in [None, *range(len(result.answer_tokens))]:
+            heat = to_pixels(token_grid(result.vision_map(k, j, metric), visual), image.size)
+            tile = overlay(image, np.nan_to_num(heat))
+            name = f"image{k}_total.png" if j is None else f"image{k}_token{j:02d}.png"
+            tile.save(out / name)
+            written.append(out / name)
+            tiles.append(tile)
+            titles.append("answer" if j is None else f"{j}: {result.answer_tokens[j]!r}")
+        sheet = side_by_side(image.convert("RGB"), grid(tiles, titles))
+        sheet.save(out / f"image{k}_sheet.png")
+        written.append(out / f"image{k}_sheet.png")
+    return written
+
+
+def _colour(value: float, scale: float) -> str:
+    """Red for units that support the answer, blue for units whose masking helps it."""
+    a = 0.0 if scale <= 0 else min(abs(value) / scale, 1.0)
+    return f"rgba(215,40,40,{a:.2f})" if value >= 0 else f"rgba(40,90,215,{a:.2f})"
+
+
+def save_text_importance(result, out: Path, metric: str = "drop") -> tuple[Path, Path]:
+    """text_importance.html (the prompt coloured by impact on the whole answer, and per answer
+    token) and text_importance.png (units x answer tokens)."""
+    idx = [i for i, u in enumerate(result.units) if u.kind == "text"]
+    labels = [result.units[i].label for i in idx]
+    per_token = np.stack([result.impact(metric, j)[idx] for j in range(len(result.answer_tokens))], 1)
+    total = result.impact(metric)[idx]
+    what = "drop in log-probability" if metric == "drop" else "KL divergence"
+
+    def line(values: np.ndarray) -> str:
+        scale = float(np.abs(values).max())
+        return " ".join(f'<span title="{v:+.4f}" style="background:{_colour(v, scale)}">{html.escape(t)}</span>'
+                        for t, v in zip(labels, values))
+
+    rows = "".join(f"<tr><td>{j}: {html.escape(repr(t))}</td><td>{line(per_token[:, j])}</td></tr>"
+                   for j, t in enumerate(result.answer_tokens))
+    page = (f"<!doctype html><meta charset='utf-8'><title>text importance</title>"
+            f"<body style='font-family:sans-serif'><h3>{html.escape(result.prompt)}</h3>"
+            f"<p>answer: <b>{html.escape(result.answer_text)}</b>; colour: {what} when the unit is masked "
+            f"({html.escape(result.settings.get('method', ''))}); hover for values</p>"
+            f"<p>whole answer: {line(total)}</p><table>{rows}</table></body>")
+    html_path = out / "text_importance.html"
+    html_path.write_text(page)
+    png_path = out / "text_importance.png"
+    _matrix_png(np.concatenate([per_token, total[:, None]], 1), labels,
+                [repr(t) for t in result.answer_tokens] + ["answer"], what, png_path)
+    return html_path, png_path
+
+
+def _matrix_png(values: np.ndarray, rows: list[str], cols: list[str], what: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scale = float(np.abs(values).max()) or 1.0
+    fig, ax = plt.subplots(figsize=(1.5 + 0.5 * len(cols), 1.0 + 0.3 * len(rows)))
+    im = ax.imshow(values, cmap="RdBu_r", vmin=-scale, vmax=scale, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    fig.colorbar(im, ax=ax, label=what)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
