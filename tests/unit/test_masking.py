@@ -206,7 +206,7 @@ def test_regenerate_equals_generate_with_hand_built_masks(scopes):
             for h in handles:
                 h.remove()
         ids = out[0, batch.length:].tolist()
-        stop = next((i + 1 for i, t in enumerate(ids) if t in scope._stop_ids()), len(ids))
+        stop = next((i + 1 for i, t in enumerate(ids) if t in scope.stop_ids()), len(ids))
         assert text == scope.processor.tokenizer.decode(ids[:stop], skip_special_tokens=True)
         if change is None:
             assert text == result.answer_text
