@@ -1,0 +1,47 @@
+"""The main job and the attention / evaluate commands, end to end on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+from vlmscope.cli import main
+
+from conftest import random_image
+
+
+def test_run_writes_one_self_contained_report(tiny_dirs, tmp_path, capsys):
+    img = tmp_path / "img.png"
+    random_image(64, 96, 0).save(img)
+    out = tmp_path / "run"
+    assert main(["run", str(img), "--prompt", "What colour is the circle?", "--model", str(tiny_dirs["qwen3_vl"]),
+                 "--device", "cpu", "--max-new-tokens", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    answer = json.loads((out / "answer.json").read_text())
+    assert printed[0] == answer["answer"] and printed[1].endswith("report.html")
+    page = (out / "report.html").read_text()
+    n = len(answer["tokens"])
+    assert page.count("data:image/png;base64,") == 3 * n  # raw, rollout, gradient for every token
+    assert "<script src" not in page and 'src="http' not in page
+
+
+def test_attention_command_keeps_chosen_tokens(tiny_dirs, tmp_path, capsys):
+    img = tmp_path / "img.png"
+    random_image(64, 96, 1).save(img)
+    out = tmp_path / "att"
+    assert main(["attention", str(img), "--prompt", "Where?", "--model", str(tiny_dirs["qwen2_5_vl"]),
+                 "--device", "cpu", "--max-new-tokens", "4", "--tokens", "0,2", "--heads", "0-1",
+                 "--layers", "-1", "--agg", "max", "--formats", "png,npz", "--out", str(out)]) == 0
+    import numpy as np
+
+    maps = np.load(out / "maps.npz")["maps"]
+    assert maps.shape == (2, 6)
+    assert len(list((out / "tokens").glob("*_heatmap.png"))) == 2
+
+
+def test_evaluate_command_writes_json(tiny_dirs, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(tiny_dirs["qwen3_vl"]), "--device", "cpu", "--n", "1", "--steps", "2",
+                 "--methods", "raw", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["samples"] == 1 and {r["method"] for r in data["rows"]} == {"raw", "random", "centre"}
+    assert "| method |" in capsys.readouterr().out
