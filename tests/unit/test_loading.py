@@ -23,3 +23,22 @@ def test_pixel_limits_and_default_kernel(tiny_dirs):
     tm = scope.prepare(vlmscope.Example("x", images=[img])).token_maps[0]
     assert tm.visuals[0].resized_size == (56, 56)
     assert scope.adapter.attn_base == "sdpa" and scope.model.config.vision_config._attn_implementation == "sdpa"
+
+
+def test_older_module_layout_is_found(scopes):
+    """transformers < 4.52 kept the tower at model.visual and the decoder at model.model."""
+    from torch import nn
+
+    from vlmscope.models.qwen2_vl import Qwen2VLAdapter
+
+    new = scopes["qwen2_vl"].model
+
+    class Old(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.visual, self.model, self.lm_head = new.model.visual, new.model.language_model, new.lm_head
+            self.config = new.config
+
+    adapter = Qwen2VLAdapter(Old(), scopes["qwen2_vl"].processor)
+    assert adapter.visual is new.model.visual and adapter.language_model is new.model.language_model
+    assert adapter.num_layers == 3 and adapter.vision_depth == 2

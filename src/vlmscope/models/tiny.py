@@ -49,8 +49,9 @@ DEFAULT_CORPUS = (
 
 
 def build_tokenizer(corpus: str = DEFAULT_CORPUS, vocab_size: int = 512):
-    """A byte-level BPE tokenizer (like Qwen's) that carries the Qwen special tokens."""
-    from transformers import PreTrainedTokenizerFast
+    """A byte-level BPE tokenizer (like Qwen's) that carries the Qwen special tokens, wrapped in
+    the Qwen2 tokenizer class the Qwen-VL processors expect."""
+    from transformers import Qwen2TokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -62,7 +63,7 @@ def build_tokenizer(corpus: str = DEFAULT_CORPUS, vocab_size: int = 512):
         show_progress=False,
     )
     tok.train_from_iterator([corpus] * 4, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
+    fast = Qwen2TokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
@@ -74,10 +75,12 @@ def build_tokenizer(corpus: str = DEFAULT_CORPUS, vocab_size: int = 512):
 
 
 def _rope(head_dim: int, interleaved: bool = False) -> dict:
+    """mRoPE sections (temporal, height, width) summing to half the head dim. Passed as
+    `rope_scaling`, which transformers 4.5x reads and 5.x converts to `rope_parameters`."""
     half = head_dim // 2
     t = half - 2 * (half // 3)
     section = [t, half // 3, half // 3]
-    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section}
+    rope = {"rope_type": "default", "mrope_section": section}
     if interleaved:
         rope["mrope_interleaved"] = True
     return rope
@@ -93,7 +96,7 @@ def tiny_config(family: str, tokenizer, *, text_layers: int = 3, vision_depth: i
     text = dict(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
         num_hidden_layers=text_layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        max_position_embeddings=4096, rms_norm_eps=1e-6,
+        max_position_embeddings=4096, rms_norm_eps=1e-6, rope_theta=10000.0,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.pad_token_id,
@@ -103,7 +106,7 @@ def tiny_config(family: str, tokenizer, *, text_layers: int = 3, vision_depth: i
         from transformers import Qwen2VLConfig
         vision = dict(depth=vision_depth, embed_dim=vision_hidden, hidden_size=hidden, num_heads=2,
                       mlp_ratio=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
-        return Qwen2VLConfig(text_config={**text, "rope_parameters": _rope(head_dim)},
+        return Qwen2VLConfig(text_config={**text, "rope_scaling": _rope(head_dim)},
                              vision_config=vision, **ids)
     if family == "qwen2_5_vl":
         from transformers import Qwen2_5_VLConfig
@@ -111,7 +114,7 @@ def tiny_config(family: str, tokenizer, *, text_layers: int = 3, vision_depth: i
         vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=vision_hidden * 2,
                       num_heads=2, out_hidden_size=hidden, patch_size=14, spatial_merge_size=2,
                       temporal_patch_size=2, window_size=56, fullatt_block_indexes=[vision_depth - 1])
-        return Qwen2_5_VLConfig(text_config={**text, "rope_parameters": _rope(head_dim)},
+        return Qwen2_5_VLConfig(text_config={**text, "rope_scaling": _rope(head_dim)},
                                 vision_config=vision, **ids)
     if family == "qwen3_vl":
         from transformers import Qwen3VLConfig
@@ -119,7 +122,7 @@ def tiny_config(family: str, tokenizer, *, text_layers: int = 3, vision_depth: i
                       num_heads=2, out_hidden_size=hidden, patch_size=16, spatial_merge_size=2,
                       temporal_patch_size=2, num_position_embeddings=64,
                       deepstack_visual_indexes=list(range(min(2, vision_depth))))
-        text3 = {**text, "head_dim": head_dim, "rope_parameters": _rope(head_dim, interleaved=True)}
+        text3 = {**text, "head_dim": head_dim, "rope_scaling": _rope(head_dim, interleaved=True)}
         return Qwen3VLConfig(text_config=text3, vision_config=vision, **ids)
     from .registry import unsupported
     raise unsupported(family)
