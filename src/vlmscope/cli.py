@@ -9,7 +9,7 @@ import sys
 from .errors import VlmscopeError
 
 # one module per command under vlmscope/commands/, each with register(subparsers)
-COMMANDS = ["inspect", "capture", "attention", "run", "extract", "store", "mask", "evaluate", "demo"]
+COMMANDS = ["inspect", "capture", "attention", "run", "extract", "store", "mask", "evaluate", "shapes", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

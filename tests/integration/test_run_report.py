@@ -45,3 +45,12 @@ def test_evaluate_command_writes_json(tiny_dirs, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["samples"] == 1 and {r["method"] for r in data["rows"]} == {"raw", "random", "centre"}
     assert "| method |" in capsys.readouterr().out
+
+
+def test_shapes_command_writes_csv_and_images(tmp_path, capsys):
+    import csv
+
+    assert main(["shapes", "--n", "4", "--out", str(tmp_path), "--seed", "3"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "questions.csv")))
+    assert len(rows) == 4 and {"question_id", "image_id", "question", "answer"} <= set(rows[0])
+    assert all((tmp_path / "images" / f"{r['image_id']}.png").is_file() for r in rows)

@@ -1,0 +1,22 @@
+"""`vlmscope shapes`: write the synthetic shapes VQA data (CSV in the seeds' format + images)."""
+
+from __future__ import annotations
+
+
+def cmd_shapes(args) -> int:
+    from ..data.shapes import export_vqa
+    from ..errors import VlmscopeError
+
+    if args.n < 1:
+        raise VlmscopeError(f"--n must be at least 1, got {args.n}")
+    csv_path = export_vqa(args.n, args.out, seed=args.seed)
+    print(f"wrote {args.n} questions to {csv_path} (images in {csv_path.parent / 'images'})")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("shapes", help="generate shapes scenes with ground-truth boxes and VQA questions")
+    p.add_argument("--n", type=int, required=True, help="number of questions (one scene each)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_shapes)
