@@ -57,7 +57,8 @@ def _paths(model_dir: str, tokens: int, new_tokens: int, device: str, which) -> 
     return {k: v for k, v in paths.items() if k in which}
 
 
-def worker(mode: str, model_dir: str, tokens: int, new_tokens: int, device: str, reps: int) -> dict:
+def worker(mode: str, model_dir: str, tokens: int, new_tokens: int, device: str, reps: int,
+           threads: int = 0) -> dict:
     """mode 'time': every path in this process, interleaved, best of `reps` (a busy machine only
     ever slows a run down). mode '<path>': peak memory of that one path, alone in its process."""
     import torch
@@ -65,6 +66,8 @@ def worker(mode: str, model_dir: str, tokens: int, new_tokens: int, device: str,
     from common import measure
 
     torch.manual_seed(0)
+    if threads:
+        torch.set_num_threads(threads)
     which = ("plain", "vlmscope", "eager") if mode == "time" else (mode,)
     paths = _paths(model_dir, tokens, new_tokens, device, which)
     with torch.inference_mode():
@@ -93,12 +96,13 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", default=str(HERE / "results" / "attention.json"))
     ap.add_argument("--worker", nargs=3, metavar=("MODE", "MODEL", "TOKENS"))
     args = ap.parse_args(argv)
     if args.worker:
         mode, model_dir, tokens = args.worker
-        print(json.dumps(worker(mode, model_dir, int(tokens), args.new_tokens, args.device, args.reps)))
+        print(json.dumps(worker(mode, model_dir, int(tokens), args.new_tokens, args.device, args.reps, args.threads)))
         return 0
     table = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +111,8 @@ def main(argv=None) -> int:
             res = {}
             for mode in ("time", "plain", "vlmscope", "eager"):
                 cmd = [sys.executable, __file__, "--worker", mode, model_dir, str(tokens),
-                       "--new-tokens", str(args.new_tokens), "--device", args.device, "--reps", str(args.reps)]
+                       "--new-tokens", str(args.new_tokens), "--device", args.device, "--reps", str(args.reps),
+                       "--threads", str(args.threads)]
                 run = subprocess.run(cmd, capture_output=True, text=True)
                 if run.returncode != 0:
                     print(run.stderr[-2000:], file=sys.stderr)
@@ -131,6 +136,7 @@ def main(argv=None) -> int:
               f"{r['vlmscope_mib']:.0f} | {r['eager_mib']:.0f} | {r['eager_vs_vlmscope_mem']:.1f}x |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"device": args.device, "new_tokens": args.new_tokens, "reps": args.reps,
+                                          "threads": args.threads,
                                           "note": "memory: peak extra RSS (CPU) or allocated (GPU) over the level "
                                                   "before the call, +1 MiB in ratios", "rows": table}, indent=1))
     return 0
