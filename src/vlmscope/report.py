@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 from .inputs import Example
+from .methods.masking import masking_maps
 
-# further methods register here: name -> function(scope, example_with_answer) -> AttentionMaps-like
-EXTRA_METHODS: dict = {}
+# methods beyond the attention maps: name -> function(scope, example, first_result) -> AttentionMaps-like
+EXTRA_METHODS: dict = {"masking": masking_maps}
 
 
-def run_report(scope, images, prompt: str, out_dir, methods=("raw", "rollout", "gradient"),
+def run_report(scope, images, prompt: str, out_dir, methods=("raw", "rollout", "gradient", "masking"),
                max_new_tokens: int = 16) -> tuple[str, Path]:
     """Generate once (raw maps come with it), explain the same answer with the other methods,
     and write ``report.html`` + ``answer.json`` + ``token_map.json`` under `out_dir`."""
@@ -33,7 +34,8 @@ def run_report(scope, images, prompt: str, out_dir, methods=("raw", "rollout", "
     overlays = {m: [token_overlays(r, k) for k in range(len(r.images))] for m, r in results.items()}
     notes = {"model": scope.source, "tokens": f"{len(first.token_ids)} generated",
              "methods": "raw = attention of each token's predicting row (mean over layers and heads); "
-                        "rollout = attention rollout with residual; gradient = gradient-weighted relevancy"}
+                        "rollout = attention rollout with residual; gradient = gradient-weighted relevancy; "
+                        "masking = drop in the token's log-probability when each vision token is knocked out"}
     page = html_report(f"vlmscope: {prompt}", first.answer, first.token_map.summary(), overlays, first.tokens, notes)
     (out / "report.html").write_text(page)
     (out / "answer.json").write_text(json.dumps({"prompt": prompt, "answer": first.answer, "tokens": first.tokens}))

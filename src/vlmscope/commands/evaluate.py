@@ -22,7 +22,7 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--n", type=int, default=40, help="number of shapes questions")
     p.add_argument("--seed", type=int, default=1000, help="scenes are generated fresh from this seed")
-    p.add_argument("--methods", default="raw,rollout,gradient")
+    p.add_argument("--methods", default="raw,rollout,gradient,masking")
     p.add_argument("--steps", type=int, default=8, help="points on each deletion / insertion curve")
     p.add_argument("--out", default="vlmscope-out/evaluate.json")
     p.set_defaults(func=cmd_evaluate)

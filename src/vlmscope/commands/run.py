@@ -22,7 +22,7 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("image", nargs="+", help="image path(s)")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--methods", default="raw,rollout,gradient", help="map methods in the report")
+    p.add_argument("--methods", default="raw,rollout,gradient,masking", help="map methods in the report")
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--out", default="vlmscope-out/run")
     p.set_defaults(func=cmd_run)

@@ -23,8 +23,10 @@ from ..capture.attention import MaskEditing
 from ..errors import VlmscopeError
 from ..inputs import Example
 from .attention_maps import _forced_inputs, explain, explain_ids
+from .masking import masking_maps
 from .masking_variants import Knockout
 
+METHODS = ("raw", "rollout", "gradient", "masking")
 BASELINES = ("random", "centre")
 
 
@@ -98,15 +100,15 @@ def auc(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.trapezoid(y, x)) if hasattr(np, "trapezoid") else float(np.trapz(y, x))
 
 
-def evaluate(scope, n: int = 40, seed: int = 1000, methods=("raw", "rollout", "gradient"), layer_ranges=None,
+def evaluate(scope, n: int = 40, seed: int = 1000, methods=METHODS, layer_ranges=None,
              steps: int = 8) -> FaithfulnessResult:
     """Score map methods (and random / centre baselines) on `n` fresh shapes questions about one object."""
     from ..data.shapes import make_dataset
     from ..specs import parse_layers
 
-    unknown = [m for m in methods if m not in ("raw", "rollout", "gradient")]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise VlmscopeError(f"unknown method(s) {unknown}; choose from raw, rollout, gradient")
+        raise VlmscopeError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     n_layers = scope.adapter.num_layers
     ranges = layer_ranges or {"all": "all", "first half": f"0:{n_layers // 2}", "second half": f"{n_layers // 2}:"}
     ranges = {name: parse_layers(spec, n_layers) for name, spec in ranges.items()}
@@ -127,7 +129,9 @@ def evaluate(scope, n: int = 40, seed: int = 1000, methods=("raw", "rollout", "g
                 idx = [raw.layers.index(i) for i in layers]
                 maps[("raw", name)] = raw.layer_maps[idx, 0].mean(0)
         for m in methods:
-            if m != "raw":
+            if m == "masking":
+                maps[(m, "all")] = masking_maps(scope, ex, raw).maps[0]
+            elif m != "raw":
                 maps[(m, "all")] = explain_ids(scope, ex, tm, ids, m).maps[0]
         maps[("random", "-")] = rng.random(visual.num_tokens)
         maps[("centre", "-")] = centre_map(visual)

@@ -173,3 +173,14 @@ def _regenerate(ctx, units: list[Unit], first_change: list[int | None], pert: Pe
         for i, a in zip(chunk, answers):
             out[i] = tok.decode(a, skip_special_tokens=True)
     return out
+
+
+def masking_maps(scope, example: Example, first):
+    """Knockout of each vision token in turn: the drop in each answer token's log-probability,
+    as maps shaped like the attention maps of `first` (same answer ids): the "masking" method of
+    the run report and the faithfulness evaluation."""
+    result = mask_impact(scope, example, answer_ids=first.token_ids, mode="vision", method="knockout", window=1)
+    n_images = len(first.token_map.visuals)
+    maps = np.stack([np.concatenate([result.vision_map(k, j) for k in range(n_images)])
+                     for j in range(len(first.token_ids))])
+    return replace(first, method="masking", maps=np.nan_to_num(maps), layer_maps=None, sinks=[])
