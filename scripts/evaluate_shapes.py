@@ -74,11 +74,42 @@ def occlusion(model, processor, records: list[shapes.Record], seed: int = 0) -> 
     base = predict(model, processor, [r.image for r, _ in cases], questions)
     hidden = predict(model, processor, [shapes.occlude(r.scene, r.box) for r, _ in cases], questions)
     moved = predict(model, processor, [shapes.occlude(r.scene, bg) for r, bg in cases], questions)
-    return {
-        "n": len(cases),
-        "object_occluded_changed": round(float(np.mean([a != b for a, b in zip(base, hidden)])), 4),
-        "background_occluded_changed": round(float(np.mean([a != b for a, b in zip(base, moved)])), 4),
-    }
+    kinds = [r.question_type for r, _ in cases]
+
+    truth = [r.answer for r, _ in cases]
+
+    def rates(keep) -> dict:
+        idx = [i for i, k in enumerate(kinds) if keep(k)]
+        agree = lambda xs, ys: round(float(np.mean([xs[i] == ys[i] for i in idx])), 4)  # noqa: E731
+        return {"n": len(idx),
+                "object_occluded_changed": round(1 - agree(base, hidden), 4),
+                "background_occluded_changed": round(1 - agree(base, moved), 4),
+                "accuracy": {"intact": agree(base, truth), "object_occluded": agree(hidden, truth),
+                             "background_occluded": agree(moved, truth)}}
+
+    return {**rates(lambda k: True), "by_type": {t: rates(lambda k, t=t: k == t) for t in sorted(set(kinds))}}
+
+
+DEMO_TYPES = ("colour_of_shape", "shape_of_colour", "position")
+
+
+def write_examples(model, processor, out_dir: str | Path, seed: int = 3000) -> list[Path]:
+    """Save one busy held-out scene per demo question type that the model answers correctly."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = [r for r in shapes.make_dataset(100, seed=seed) if len(r.scene.objects) >= 3]
+    preds = predict(model, processor, [r.image for r in records], [r.question for r in records])
+    written = []
+    for i, qtype in enumerate(DEMO_TYPES):
+        r = next(r for r, p in zip(records, preds) if r.question_type == qtype and p == r.answer)
+        stem = "shapes_demo" if i == 0 else f"shapes_demo_{i + 1}"
+        r.image.save(out / f"{stem}.png")
+        meta = {"image": f"{stem}.png", "question": r.question, "answer": r.answer,
+                "question_type": r.question_type, "box": list(r.box),
+                "objects": [{"shape": o.shape, "colour": o.colour, "box": list(o.box)} for o in r.scene.objects]}
+        (out / f"{stem}.json").write_text(json.dumps(meta, indent=2) + "\n")
+        written.append(out / f"{stem}.png")
+    return written
 
 
 def evaluate(model_dir: str | Path = DEFAULT_MODEL, n: int = 2000, occlusion_n: int = 1000) -> dict:
@@ -98,8 +129,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--n", type=int, default=2000, help="held-out questions")
     parser.add_argument("--occlusion-n", type=int, default=1000, help="records tried for the occlusion check")
+    parser.add_argument("--examples", help="also write the demo images and their questions here")
     args = parser.parse_args(argv)
     result = evaluate(args.model, args.n, args.occlusion_n)
+    if args.examples:
+        write_examples(*load(args.model), args.examples)
     path = Path(args.model) / "metrics.json"
     metrics = json.loads(path.read_text()) if path.is_file() else {}
     metrics.update(result)

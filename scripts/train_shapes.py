@@ -4,7 +4,10 @@
 
 Seeded and CPU-only. Scenes are generated on the fly (every step sees new images), prompts are
 tokenized once per distinct question, and each image's vision features are computed once and
-shared by several questions about it. The loss covers the answer word and `<|im_end|>` only.
+shared by several questions about it. The language loss covers the answer word and `<|im_end|>`
+only. A tiny vision tower learns shapes slowly from answers alone, so linear probes on the merged
+vision tokens (colour and shape of the object under each token) add a dense loss during training;
+the probes are thrown away and the saved model is a plain Qwen3-VL.
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ from vlmscope.models.tiny import build_processor, build_tokenizer, tiny_config
 class TrainConfig:
     out: str = "src/vlmscope/assets/shapes-model"
     seed: int = 0
-    steps: int = 2000
-    images_per_step: int = 48
-    questions_per_image: int = 3
-    lr: float = 2e-3
-    warmup: int = 100
+    steps: int = 2400
+    images_per_step: int = 16
+    questions_per_image: int = 4
+    lr: float = 3e-3
+    warmup: int = 50
     weight_decay: float = 0.05
     hidden: int = 128
     text_layers: int = 4
@@ -43,9 +46,11 @@ class TrainConfig:
     vision_heads: int = 4
     curriculum_steps: int = 300  # scenes grow from 2 to 4 objects over these steps
     eval_every: int = 100
-    eval_n: int = 300
+    eval_n: int = 200
     eval_seed: int = 1
-    max_minutes: float = 0.0  # stop early (and still save) after this long; 0 = no limit
+    aux_weight: float = 1.0  # weight of the per-vision-token colour/shape loss (0 = answers only)
+    max_minutes: float = 58.0  # stop early (and still save) after this long; 0 = no limit
+    threads: int = 1  # one thread is faster than two on a busy two-core machine
 
 
 def shapes_tokenizer():
@@ -110,13 +115,13 @@ class Encoder:
         x = x.reshape(b, self.tps, c, h // p // m, m, p, w // p // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
         return x.reshape(b * (h // p) * (w // p), c * self.tps * p * p)
 
-    def batch(self, images, questions: list[list[str]], answers: list[list[str]] | None = None) -> dict:
+    def batch(self, images, questions: list[list[str]], answers: list[list[str]]) -> dict:
         """Image b's questions follow each other; sequences are right-padded, answers appended."""
         ids, pos, targets, where = [], [], [], []
         for b, qs in enumerate(questions):
             for k, q in enumerate(qs):
                 p_ids, p_pos = self.prompts[q]
-                a_ids = self.answer_ids[answers[b][k]] if answers else []
+                a_ids = self.answer_ids[answers[b][k]]
                 n = len(p_ids)
                 extra = torch.arange(len(a_ids)) + p_pos.max() + 1
                 ids.append(torch.cat([p_ids, torch.tensor(a_ids[:-1], dtype=torch.long)]))
@@ -135,8 +140,32 @@ class Encoder:
                 "first": torch.tensor(where), "targets": targets}
 
 
-def answer_logits(model, batch: dict) -> torch.Tensor:
-    """Logits at each sequence's answer positions, shape (sequences, answer_len, vocab)."""
+def token_labels(scenes: list[shapes.Scene], cell: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colour and shape of the object covering most of each merged vision token's cell (-1: none)."""
+    from PIL import Image, ImageDraw
+
+    colours, kinds = [], []
+    for scene in scenes:
+        side = scene.image.size[0]
+        n = side // cell
+        best = np.zeros((n, n))
+        colour, kind = np.full((n, n), -1), np.full((n, n), -1)
+        for obj in scene.objects:
+            mask = Image.new("L", scene.image.size)
+            shapes.draw_object(ImageDraw.Draw(mask), obj, 1)
+            cover = np.asarray(mask, dtype=float).reshape(n, cell, n, cell).mean((1, 3))
+            win = (cover > best) & (cover >= 0.2)
+            best = np.maximum(best, cover)
+            colour[win], kind[win] = list(shapes.COLOURS).index(obj.colour), shapes.SHAPES.index(obj.shape)
+        colours.append(colour.ravel())
+        kinds.append(kind.ravel())
+    return torch.from_numpy(np.concatenate(colours)), torch.from_numpy(np.concatenate(kinds))
+
+
+def answer_logits(model, batch: dict, vision_out: list | None = None) -> torch.Tensor:
+    """Logits at each sequence's answer positions, shape (sequences, answer_len, vocab).
+
+    `vision_out`, if given, receives the merged vision tokens (one row per token, all images)."""
     from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
     inner = model.model
@@ -147,6 +176,8 @@ def answer_logits(model, batch: dict) -> torch.Tensor:
     def spread(x):
         return x.view(len(grid), per_image, -1).repeat_interleave(batch["repeats"], dim=0).reshape(-1, x.shape[-1])
 
+    if vision_out is not None:
+        vision_out.append(vis.pooler_output)
     image = BaseModelOutputWithDeepstackFeatures(
         pooler_output=(spread(vis.pooler_output),), deepstack_features=[(spread(f),) for f in vis.deepstack_features])
     out = inner(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -166,7 +197,7 @@ def loss_fn(logits: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
 
 def sample_step(rng: np.random.Generator, n_images: int, per_image: int, max_objects: int):
     """Fresh scenes, each with `per_image` questions of different types."""
-    images, questions, answers, kinds = [], [], [], []
+    scenes, questions, answers = [], [], []
     types = shapes.QUESTION_TYPES
     for _ in range(n_images):
         scene = shapes.generate_scene(rng, n_objects=int(rng.integers(1, max_objects + 1)))
@@ -178,11 +209,10 @@ def sample_step(rng: np.random.Generator, n_images: int, per_image: int, max_obj
                 qs.append(q)
             if len(qs) == per_image:
                 break
-        images.append(scene.image)
+        scenes.append(scene)
         questions.append([q.question for q in qs])
         answers.append([q.answer for q in qs])
-        kinds.append([q.question_type for q in qs])
-    return images, questions, answers, kinds
+    return scenes, questions, answers
 
 
 @torch.no_grad()
@@ -211,6 +241,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def train(cfg: TrainConfig) -> dict:
     """Train, save model + processor + training metrics to `cfg.out`, return the metrics."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     tokenizer = shapes_tokenizer()
     side = shapes.IMAGE_SIZE
@@ -219,44 +251,59 @@ def train(cfg: TrainConfig) -> dict:
     model.train()
     encoder = Encoder(model, processor)
     heldout = shapes.make_dataset(cfg.eval_n, seed=cfg.eval_seed)
+    # Probes on the merged vision tokens; they shape the vision tower early and are not saved.
+    torch.manual_seed(cfg.seed + 1)
+    aux = torch.nn.ModuleDict({"colour": torch.nn.Linear(cfg.hidden, len(shapes.COLOURS)),
+                               "shape": torch.nn.Linear(cfg.hidden, len(shapes.SHAPES))})
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    named = [*model.named_parameters(), *aux.named_parameters()]
+    decay = [p for n, p in named if p.ndim >= 2 and "embed" not in n]
+    rest = [p for n, p in named if not (p.ndim >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    start, curve, evals, running = time.time(), [], [], []
-    step = 0
+    start, curve, evals, running, running_aux = time.time(), [], [], [], []
+    done = 0
     for step in range(cfg.steps):
         if cfg.max_minutes and time.time() - start > cfg.max_minutes * 60:
             break
         rng = np.random.default_rng([cfg.seed, step])
         max_objects = min(4, 2 + (2 * step) // max(1, cfg.curriculum_steps))
-        images, qs, ans, _ = sample_step(rng, cfg.images_per_step, cfg.questions_per_image, max_objects)
-        batch = encoder.batch(images, qs, ans)
+        scenes, qs, ans = sample_step(rng, cfg.images_per_step, cfg.questions_per_image, max_objects)
+        batch = encoder.batch([s.image for s in scenes], qs, ans)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = loss_fn(answer_logits(model, batch), batch["targets"])
+        vision: list[torch.Tensor] = []
+        answer_loss = loss_fn(answer_logits(model, batch, vision), batch["targets"])
+        loss = answer_loss
+        if cfg.aux_weight:
+            colour, kind = token_labels(scenes)
+            aux_loss = (F.cross_entropy(aux["colour"](vision[0]), colour, ignore_index=-1)
+                        + F.cross_entropy(aux["shape"](vision[0]), kind, ignore_index=-1))
+            loss = loss + cfg.aux_weight * aux_loss
+            running_aux.append(aux_loss.item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        running.append(loss.item())
+        running.append(answer_loss.item())
+        done += 1
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             acc = heldout_accuracy(model, encoder, heldout)
             minutes = (time.time() - start) / 60
             curve.append({"step": step + 1, "loss": round(float(np.mean(running)), 4), "minutes": round(minutes, 2)})
             evals.append({"step": step + 1, **{k: round(v, 4) for k, v in acc.items()}})
-            running = []
-            print(f"step {step + 1} loss {curve[-1]['loss']:.4f} acc {acc['all']:.3f} "
+            print(f"step {step + 1} loss {curve[-1]['loss']:.4f} aux {np.mean(running_aux or [0]):.3f} "
+                  f"acc {acc['all']:.3f} "
                   + " ".join(f"{k}={v:.2f}" for k, v in acc.items() if k != "all")
                   + f" {minutes:.1f} min", flush=True)
+            running, running_aux = [], []
     model.eval()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     metrics = {"training": {
-        "config": asdict(cfg), "steps_done": step + 1, "minutes": round((time.time() - start) / 60, 2),
+        "config": asdict(cfg), "steps_done": done, "minutes": round((time.time() - start) / 60, 2),
         "parameters": sum(p.numel() for p in model.parameters()),
         "image_size": [side, side], "vision_token_grid": [side // 32, side // 32],
         "loss_curve": curve, "heldout_teacher_forced": evals,

@@ -1,1 +1,1 @@
-"""Datasets vlmscope generates itself: synthetic shape scenes with exact ground truth."""
+"""Datasets: readers for VQA sources and the synthetic shapes scenes with exact ground truth."""
