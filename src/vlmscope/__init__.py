@@ -14,26 +14,14 @@ __version__ = "0.1.0"
 __all__ = ["load", "Example", "CapturePlan", "Scope", "Trace", "TokenMap", "VlmscopeError"]
 
 
+# public name -> module that defines it; imported on first use
+_LAZY = {"load": "models.loading", "Example": "inputs", "CapturePlan": "capture.plan", "Scope": "scope",
+         "Trace": "capture.trace", "TokenMap": "tokenmap", "VlmscopeError": "errors"}
+
+
 def __getattr__(name):
-    if name == "load":
-        from .models.loading import load
-        return load
-    if name == "Example":
-        from .inputs import Example
-        return Example
-    if name == "CapturePlan":
-        from .capture.plan import CapturePlan
-        return CapturePlan
-    if name == "Scope":
-        from .scope import Scope
-        return Scope
-    if name == "Trace":
-        from .capture.trace import Trace
-        return Trace
-    if name == "TokenMap":
-        from .tokenmap import TokenMap
-        return TokenMap
-    if name == "VlmscopeError":
-        from .errors import VlmscopeError
-        return VlmscopeError
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(name)
