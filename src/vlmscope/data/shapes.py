@@ -132,7 +132,9 @@ def generate_scene(rng_or_seed, n_objects: int | None = None, size: int = IMAGE_
     n = int(n_objects if n_objects is not None else rng.integers(1, 5))
     pixels, base = _background(rng, size)
     objects: list[ShapeObject] = []
-    while len(objects) < n:
+    for _ in range(1000 * max(n, 1)):
+        if len(objects) == n:
+            break
         s = int(rng.integers(min_size, max_size + 1))
         x0, y0 = (int(v) for v in rng.integers(0, size - s + 1, 2))
         box = (x0, y0, x0 + s, y0 + s)
@@ -140,6 +142,8 @@ def generate_scene(rng_or_seed, n_objects: int | None = None, size: int = IMAGE_
             continue
         objects.append(ShapeObject(SHAPES[rng.integers(len(SHAPES))],
                                    list(COLOURS)[rng.integers(len(COLOURS))], box))
+    if len(objects) < n:
+        raise ValueError(f"cannot place {n} shapes of {min_size}-{max_size} px without overlap in {size} px")
     image = Image.fromarray(pixels)
     draw = ImageDraw.Draw(image)
     for obj in objects:
