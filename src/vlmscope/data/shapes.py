@@ -175,18 +175,15 @@ def ask(scene: Scene, question_type: str, rng_or_seed) -> Question | None:
     rng = _rng(rng_or_seed)
     objs = scene.objects
     pick = lambda seq: seq[int(rng.integers(len(seq)))]  # noqa: E731
-    if question_type == "colour_of_shape":
-        cands = _unique(objs, lambda o: o.shape)
+    if question_type in ("colour_of_shape", "shape_of_colour"):
+        # the named attribute must pick out exactly one object; the answer is its other attribute
+        by_shape = question_type == "colour_of_shape"
+        cands = _unique(objs, (lambda o: o.shape) if by_shape else (lambda o: o.colour))
         if not cands:
             return None
         o = pick(cands)
-        return Question(_text(question_type, 0, o.colour, o.shape), o.colour, question_type, o.box)
-    if question_type == "shape_of_colour":
-        cands = _unique(objs, lambda o: o.colour)
-        if not cands:
-            return None
-        o = pick(cands)
-        return Question(_text(question_type, 0, o.colour, o.shape), o.shape, question_type, o.box)
+        return Question(_text(question_type, 0, o.colour, o.shape), o.colour if by_shape else o.shape,
+                        question_type, o.box)
     if question_type == "position":
         size = scene.image.size[0]
         cands = [(o, axis) for o in _unique(objs, lambda o: (o.colour, o.shape)) for axis in (0, 1)
