@@ -21,7 +21,8 @@ def parse_layers(spec: str | int | list[int] | tuple[int, ...] | None, n: int, w
 
     Accepted: ``all``, ``halp`` (0, n/4, n/2, 3n/4, n-1), ``0,8,16``, negative indices (``-1`` is
     the last layer), ranges ``4-8`` or ``4:8`` (inclusive / exclusive end), fractions ``n/4``,
-    ``3n/4``, an int, or a list of ints.
+    ``3n/4`` (also as range or slice bounds: ``n/2:``, ``n/4-3n/4``), an int, or a list of ints.
+    A spec that selects nothing, or an index past the last layer, is an error naming the spec.
     """
     if spec is None or spec == "all":
         return list(range(n))
@@ -42,24 +43,47 @@ def parse_layers(spec: str | int | list[int] | tuple[int, ...] | None, n: int, w
     return sorted(out)
 
 
+_INT = r"-?\d+"
+_FRACTION = r"\d*\s*n\s*/\s*\d+"  # k n / d, e.g. n/4 or 3n/4
+_ATOM = rf"(?:{_INT}|{_FRACTION})"
+_START = rf"(?:\d+|{_FRACTION})"  # a range's start cannot be negative: '-' separates
+
+
 def _parse_item(item, n: int, spec, what: str) -> list[int]:
     if isinstance(item, int):
         return [_check(item, n, spec, what)]
-    m = re.fullmatch(r"(\d+)\s*-\s*(-?\d+)", item)  # inclusive range, e.g. 2-5 or 2--1
+    m = re.fullmatch(rf"({_START})\s*-\s*({_ATOM})", item)  # inclusive range, e.g. 2-5, 2--1, n/4-3n/4
     if m:
-        lo, hi = _check(int(m.group(1)), n, spec, what), _check(int(m.group(2)), n, spec, what)
-        return list(range(lo, hi + 1))
-    m = re.fullmatch(r"(-?\d*)\s*:\s*(-?\d*)", item)  # python slice, end exclusive
+        lo, hi = (_check(_value(g, n, spec, what), n, spec, what) for g in m.groups())
+        return _nonempty(list(range(lo, hi + 1)), item, n, spec, what)
+    m = re.fullmatch(rf"({_ATOM})?\s*:\s*({_ATOM})?", item)  # python slice, end exclusive, bounds clamp
     if m:
-        return list(range(n))[slice(int(m.group(1) or 0), int(m.group(2)) if m.group(2) else None)]
-    m = re.fullmatch(r"(\d*)n\s*/\s*(\d+)", item)  # fraction of the depth, e.g. 3n/4
-    if m:
-        return [min(int(m.group(1) or 1) * n // int(m.group(2)), n - 1)]
-    if re.fullmatch(r"-?\d+", item):
-        return [_check(int(item), n, spec, what)]
+        lo, hi = (None if g is None else _value(g, n, spec, what) for g in m.groups())
+        return _nonempty(list(range(n))[slice(lo, hi)], item, n, spec, what)
+    if re.fullmatch(_ATOM, item):
+        return [_check(_value(item, n, spec, what), n, spec, what)]
     raise VlmscopeError(
-        f"bad {what} spec {spec!r} (item {item!r}); use 'all', 'halp', '0,8,-1', '2-5', '2:5', 'n/4', '3n/4'"
+        f"bad {what} spec {spec!r} (item {item!r}); use 'all', 'halp', '0,8,-1', '2-5', '2:5', 'n/4', '3n/4', 'n/2:'"
     )
+
+
+def _value(atom: str, n: int, spec, what: str) -> int:
+    """An integer, or a fraction ``k n / d`` of the depth (floor of k*n/d; at most n)."""
+    m = re.fullmatch(r"(\d*)\s*n\s*/\s*(\d+)", atom)
+    if not m:
+        return int(atom)
+    k, d = int(m.group(1) or 1), int(m.group(2))
+    if d == 0 or k > d:
+        raise VlmscopeError(f"bad {what} spec {spec!r}: fraction {atom!r} must be k n/d with 0 < d and k <= d "
+                            f"(e.g. 'n/4', '3n/4')")
+    return k * n // d
+
+
+def _nonempty(indices: list[int], item: str, n: int, spec, what: str) -> list[int]:
+    if not indices:
+        raise VlmscopeError(f"{what} spec {spec!r} selects no {what}s (item {item!r} is empty for {n} {what}s "
+                            f"0..{n - 1}); a range goes up, e.g. '1-3', '1:3', '-3:'")
+    return indices
 
 
 def _check(i: int, n: int, spec, what: str) -> int:

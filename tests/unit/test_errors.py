@@ -50,10 +50,39 @@ def test_selection_needing_an_image(scopes):
         scopes["qwen2_vl"].forward(Example("hi"), ["llm.layers.0"], tokens="vision")
 
 
-@pytest.mark.parametrize("spec,msg", [("", "empty layer spec"), ("x", "bad layer spec"), ("3-9", "out of range")])
+@pytest.mark.parametrize("spec,msg", [
+    ("", "empty layer spec"), ("x", "bad layer spec"), ("3-9", "out of range"),
+    ("n/0", r"bad layer spec 'n/0': fraction 'n/0'"), ("3:1", "layer spec '3:1' selects no layers"),
+    ("2-1", "layer spec '2-1' selects no layers"), ("-1:-3", "layer spec '-1:-3' selects no layers"),
+    ("0,5n/4", r"bad layer spec '0,5n/4': fraction '5n/4'"), ("4n/4", r"layer 4 out of range in '4n/4'"),
+    ("99", r"layer 99 out of range in '99'"), ("n/2:n/0", "fraction 'n/0'"),
+])
 def test_bad_layer_specs(spec, msg):
     with pytest.raises(VlmscopeError, match=msg):
         parse_layers(spec, 4)
+
+
+@pytest.mark.parametrize("n", [3, 4, 28, 36])
+def test_fractions_inside_slices_and_ranges(n):
+    layers, half, quarter, three = range(n), n // 2, n // 4, (3 * n) // 4  # k n/d is floor(k * n / d)
+    assert parse_layers("n/2:", n) == [i for i in layers if i >= half]
+    assert parse_layers(":n/2", n) == [i for i in layers if i < half]
+    assert parse_layers("n/4:3n/4", n) == [i for i in layers if quarter <= i < three]
+    assert parse_layers("n/4-3n/4", n) == [i for i in layers if quarter <= i <= three]
+    assert parse_layers(":4n/4", n) == list(layers)  # a slice's end may be n itself
+    with pytest.raises(VlmscopeError, match="out of range"):
+        parse_layers("n/2-4n/4", n)  # an inclusive range's end may not
+
+
+def test_fraction_slices_where_specs_are_taken(scopes):
+    from vlmscope import CapturePlan
+
+    adapter = scopes["qwen2_vl"].adapter
+    n = adapter.num_layers
+    keys = [r.key for r in CapturePlan.of("llm.layers", layers="n/2:").resolve(adapter)]
+    assert keys == [f"llm.layers.{i}" for i in range(n) if i >= n // 2]
+    with pytest.raises(VlmscopeError, match="layer spec '2:1' selects no layers"):
+        CapturePlan.of("llm.layers", layers="2:1").resolve(adapter)
 
 
 def test_layer_spec_forms():
@@ -62,6 +91,7 @@ def test_layer_spec_forms():
     assert parse_layers("2-4", 28) == [2, 3, 4]
     assert parse_layers("-3:", 28) == [25, 26, 27]
     assert parse_layers("n/2,3n/4", 28) == [14, 21]
+    assert parse_layers("n/2:", 28) == list(range(14, 28))
     with pytest.raises(VlmscopeError, match="unknown token selection 'pixels'"):
         parse_selection("pixels")
 
