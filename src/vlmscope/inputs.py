@@ -58,12 +58,23 @@ class Batch:
         return self
 
 
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's own warning threshold (~ 9459 x 9459); raise it to open larger images
+
+
 def load_image(item: ImageLike, root: str | Path | None = None):
-    """Open an image as RGB; a path must exist, be readable and (given `root`) stay inside it."""
+    """Open an image as 8-bit RGB; a path must exist, be readable and (given `root`) stay inside it.
+
+    An image over `MAX_IMAGE_PIXELS` (a decompression bomb, or a scan too large to process) is
+    refused from its header, before any pixel is decoded; 16-bit and float images are scaled to
+    8 bits rather than clipped.
+    """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     if hasattr(item, "convert"):
-        return item.convert("RGB")
+        _check_size(item, "image")
+        return to_rgb8(item, "image")
     path = Path(item)
     if root is not None:
         base = Path(root).resolve()
@@ -72,11 +83,50 @@ def load_image(item: ImageLike, root: str | Path | None = None):
             raise VlmscopeError(f"image path {str(item)!r} escapes the images directory {str(base)!r}")
     if not path.is_file():
         raise VlmscopeError(f"image not found: {str(path)!r}")
+    name = f"image {str(path)!r}"
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with its size
+            with Image.open(path) as im:
+                _check_size(im, name)
+                return to_rgb8(im, name)
+    except Image.DecompressionBombError as e:
+        raise VlmscopeError(f"{name} is too large to open ({e}); vlmscope opens images of at most "
+                            f"{MAX_IMAGE_PIXELS} pixels (vlmscope.inputs.MAX_IMAGE_PIXELS)") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise VlmscopeError(f"cannot read image {str(path)!r}: {e.__class__.__name__}: {e}") from None
+        if isinstance(e, VlmscopeError):
+            raise
+        raise VlmscopeError(f"cannot read {name}: {e.__class__.__name__}: {e}") from None
+
+
+def _check_size(im, name: str) -> None:
+    w, h = im.size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise VlmscopeError(f"{name} is too large: {w}x{h} = {w * h} pixels; vlmscope opens images of at most "
+                            f"{MAX_IMAGE_PIXELS} pixels (vlmscope.inputs.MAX_IMAGE_PIXELS)")
+
+
+def to_rgb8(im, name: str = "image"):
+    """`im` as 8-bit RGB. PIL's own ``convert("RGB")`` clips 16-bit grey to 255 and truncates
+    floats, so high-bit-depth modes are scaled here: 16-bit by 1/257 (65535 -> 255), float in
+    [0, 1] by 255. A float or 32-bit image outside those ranges is refused: its scale is unknown."""
+    import numpy as np
+    from PIL import Image
+
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if mode == "F":
+            lo, hi, top = 0.0, 1.0, 1.0
+        else:
+            lo, hi, top = 0.0, 65535.0, 65535.0
+        if a.size and (not np.isfinite(a).all() or a.min() < lo or a.max() > hi):
+            bad = "non-finite" if not np.isfinite(a).all() else f"in [{a.min():g}, {a.max():g}]"
+            raise VlmscopeError(f"{name} has {mode!r} pixels {bad}; vlmscope reads float images in [0, 1] and "
+                                f"integer images in [0, 65535] (16 bits): convert it to 8-bit RGB first")
+        grey = np.rint(a * (255.0 / top)).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    return im.convert("RGB")
 
 
 def messages_for(ex: Example) -> list[dict]:
