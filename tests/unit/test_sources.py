@@ -129,3 +129,51 @@ def test_hf_dataset(tmp_path, images_dir):
     assert len(rows[0].load_images()) == 1
     with pytest.raises(VlmscopeError, match="escapes the images directory"):
         rows[1].load_images()
+
+
+def _vqa_lines(n):
+    return ["question_id,image_id,question,answer"] + [f"{i},a.png,Is row {i} caf\u00e9 {'x' * 40}?,yes" for i in range(n)]
+
+
+def test_non_utf8_table_is_refused_at_open_naming_the_line(tmp_path, images_dir):
+    lines = _vqa_lines(300)
+    assert len("\n".join(lines[:200]).encode()) > 8192  # past any first-block sniffing
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("\n".join(lines[:200]).encode() + b"\n" + "\n".join(lines[200:]).encode("latin-1") + b"\n")
+    with pytest.raises(VlmscopeError, match=r"latin1.csv' is not UTF-8: line 201 has byte 0xe9 at column \d+"):
+        open_source(path)
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_bytes(b'{"id": "1", "image": "a.png", "question": "ok?"}\n'
+                      + '{"id": "2", "image": "a.png", "question": "caf\u00e9?"}\n'.encode("latin-1"))
+    with pytest.raises(VlmscopeError, match="rows.jsonl' is not UTF-8: line 2 has byte 0xe9"):
+        open_source(jsonl)
+
+
+def test_byte_order_marks_are_accepted_and_utf16_without_one_refused(tmp_path, images_dir):
+    text = "\n".join(_vqa_lines(5)) + "\n"
+    plain = tmp_path / "plain.csv"
+    plain.write_text(text, encoding="utf-8")
+    expected = [(r.id, r.question, r.answer, r.images) for r in open_source(plain)]
+    assert expected[0][1].startswith("Is row 0 caf\u00e9")
+    for name, data in [("bom8.csv", text.encode("utf-8-sig")), ("bom16.csv", text.encode("utf-16")),
+                       ("bom16be.csv", b"\xfe\xff" + text.encode("utf-16-be"))]:
+        (tmp_path / name).write_bytes(data)
+        assert [(r.id, r.question, r.answer, r.images) for r in open_source(tmp_path / name)] == expected, name
+    (tmp_path / "nobom16.csv").write_bytes(text.encode("utf-16-le"))
+    with pytest.raises(VlmscopeError, match="nobom16.csv' has NUL bytes on line 1 .*UTF-16"):
+        open_source(tmp_path / "nobom16.csv")
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes('{"id": "1", "image": "a.png", "question": "caf\u00e9?"}\n'.encode("utf-8-sig"))
+    rows = list(open_source(jsonl))
+    assert rows[0].error is None and rows[0].question == "caf\u00e9?"
+
+
+def test_fingerprint_follows_rows_and_their_order(tmp_path, images_dir):
+    lines = _vqa_lines(6)
+    a = _csv(tmp_path / "a.csv", lines[0], lines[1:])
+    b = _csv(tmp_path / "b.csv", lines[0], lines[1:])
+    shuffled = _csv(tmp_path / "s.csv", lines[0], [lines[1], lines[3], lines[2], *lines[4:]])
+    fa = open_source(a).fingerprint()
+    assert fa == open_source(b).fingerprint() and fa["rows"] == 6
+    assert open_source(shuffled).fingerprint() != fa
+    assert open_source(shuffled, limit=1).fingerprint() == open_source(a, limit=1).fingerprint()  # row 0 unchanged

@@ -7,7 +7,9 @@ that fails validation still comes out, with ``error`` set, so the run can record
 
 from __future__ import annotations
 
+import codecs
 import csv
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -74,6 +76,46 @@ def resolve_image(ref: str, root: Path | None) -> Path:
     return path
 
 
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def text_encoding(path: Path, what: str) -> str:
+    """The encoding to read a CSV / JSONL with: UTF-8, or the one its byte-order mark names.
+
+    The whole file is checked here, line by line, so a bad byte anywhere (a Latin-1 export, UTF-16
+    without a BOM) is one error naming its line before a model is loaded, not a traceback mid-run.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise VlmscopeError(f"cannot read {what} {str(path)!r}: {e.strerror}") from None
+    encoding = next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
+    hint = "save it as UTF-8 (a byte-order mark is fine)"
+    if encoding.startswith("utf-8"):
+        with path.open("rb") as f:
+            for lineno, line in enumerate(f, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise VlmscopeError(f"{what} {str(path)!r} is not UTF-8: line {lineno} has byte "
+                                        f"0x{line[e.start]:02x} at column {e.start + 1}; {hint}") from None
+                if b"\0" in line:
+                    raise VlmscopeError(f"{what} {str(path)!r} has NUL bytes on line {lineno} (UTF-16 without a "
+                                        f"byte-order mark?); {hint}")
+        return encoding
+    lineno = 0
+    try:
+        with path.open(encoding=encoding, newline="") as f:
+            for lineno, _ in enumerate(f, 1):
+                pass
+    except UnicodeDecodeError:
+        raise VlmscopeError(f"{what} {str(path)!r} starts with a {encoding.upper()} byte-order mark but is not "
+                            f"valid {encoding.upper()} after line {lineno}; {hint}") from None
+    return encoding
+
+
 class Source:
     """Base: `__len__` counts rows without loading them, `__iter__` yields them in order."""
 
@@ -98,6 +140,17 @@ class Source:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "path": str(self.path.resolve()), "limit": self.limit}
+
+    def fingerprint(self) -> dict:
+        """Row count and a SHA-256 over every row's id, question, answer and image references, in
+        order: a resumed run checks it, so a shuffled, edited or regrown source is refused instead
+        of mixing two datasets in one store. Image pixels are not hashed (too slow for a dataset)."""
+        h, n = hashlib.sha256(), 0
+        for row in self:
+            h.update(json.dumps([row.index, row.id, row.question, row.answer, row.image_refs, row.error]).encode())
+            h.update(b"\n")
+            n += 1
+        return {"rows": n, "sha256": h.hexdigest()}
 
     def _count(self) -> int:
         return sum(1 for _ in self._rows())
@@ -150,6 +203,7 @@ class _Tabular(Source):
         self.images_dir = Path(images_dir) if images_dir is not None else None
         self.prompt = prompt
         self.overrides = columns or {}
+        self.encoding: str | None = None  # set by check(), once
 
     def _resolve_columns(self, columns, what: str, require_id: bool = False) -> dict[str, str | None]:
         cols = {
@@ -197,8 +251,10 @@ class VqaCsv(_Tabular):
     kind = "csv"
 
     def _open(self):
+        if self.encoding is None:
+            self.encoding = text_encoding(self.path, "CSV")
         try:
-            f = self.path.open(newline="", encoding="utf-8-sig")
+            f = self.path.open(newline="", encoding=self.encoding)
         except OSError as e:
             raise VlmscopeError(f"cannot read CSV {str(self.path)!r}: {e.strerror}") from None
         reader = csv.DictReader(f)
@@ -228,10 +284,12 @@ class Jsonl(_Tabular):
     def check(self) -> None:
         if not self.path.is_file():
             raise VlmscopeError(f"JSONL file not found: {str(self.path)!r}")
+        if self.encoding is None:
+            self.encoding = text_encoding(self.path, "JSONL")
 
     def _rows(self):
         self.check()
-        with self.path.open(encoding="utf-8") as f:
+        with self.path.open(encoding=self.encoding) as f:
             lines = (line for line in f if line.strip())
             for i, line in enumerate(lines):
                 try:
@@ -315,7 +373,13 @@ class _Decode:
     value: dict
 
     def __call__(self):
-        return self.decode(self.value)
+        from PIL import Image
+
+        try:
+            return self.decode(self.value)
+        except (Image.DecompressionBombError, OSError, ValueError) as e:  # a bomb, a corrupt or truncated image
+            where = self.value.get("path") or "stored image"
+            raise VlmscopeError(f"cannot read image {where!r}: {e.__class__.__name__}: {e}") from None
 
 
 def open_source(path: str | Path, kind: str | None = None, *, images_dir: str | Path | None = None,
