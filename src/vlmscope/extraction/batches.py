@@ -49,9 +49,12 @@ class Loader:
     """Iterate `PartStart`, `Work` and `PartEnd` items for the parts this process owns."""
 
     def __init__(self, rows: Iterable[Row], parts: set[int], part_size: int, total: int, batch_size: int,
-                 prepare: Callable[[list[Example]], Batch], needs_image: bool, depth: int = 2):
+                 prepare: Callable[[list[Example]], Batch], needs_image: bool, depth: int = 2,
+                 check_length: Callable[[int], str | None] | None = None):
+        """`check_length(tokens)` returns why a prompt of that many tokens cannot run, or None."""
         self.rows, self.parts, self.part_size, self.total = rows, parts, part_size, total
         self.batch_size, self.prepare, self.needs_image = batch_size, prepare, needs_image
+        self.check_length = check_length
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="vlmscope-loader", daemon=True)
@@ -143,7 +146,15 @@ class Loader:
         except ValueError:  # VlmscopeError, or the processor refusing an image (too small, too thin)
             batch = None
         if batch is not None:
-            self._put(Work(part, rows, batch))
+            too_long = self._too_long(batch)
+            if not too_long:
+                self._put(Work(part, rows, batch))
+                return
+            for b, reason in too_long.items():  # recorded; the others run as a batch without them
+                self._put(Work(part, failures=[Failure(rows[b].index, rows[b].id, "input", reason)]))
+            rest = [p for b, p in enumerate(pending) if b not in too_long]
+            if rest:
+                self._flush(part, rest)
             return
         for row, ex in pending:  # find the rows the processor refuses; the others go on alone
             try:
@@ -152,7 +163,22 @@ class Loader:
                 reason = str(e) if isinstance(e, VlmscopeError) else f"{e.__class__.__name__}: {e}"
                 self._put(Work(part, failures=[Failure(row.index, row.id, "input", reason)]))
                 continue
+            reason = self._too_long(one).get(0)
+            if reason:
+                self._put(Work(part, failures=[Failure(row.index, row.id, "input", reason)]))
+                continue
             self._put(Work(part, [row], one))
+
+    def _too_long(self, batch: Batch) -> dict[int, str]:
+        """Example -> reason, for the prompts longer than the model's context."""
+        if self.check_length is None:
+            return {}
+        out = {}
+        for b, pad in enumerate(batch.pad):
+            reason = self.check_length(batch.length - pad)
+            if reason:
+                out[b] = reason
+        return out
 
 
 class _Stopped(Exception):

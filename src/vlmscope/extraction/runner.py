@@ -22,6 +22,7 @@ import torch
 
 from ..data.sources import Source
 from ..errors import VlmscopeError
+from ..limits import check_context_length
 from ..store.directory import check_directory, write_failures, write_run
 from ..store.layout import FORMAT, RUN_FILE, VERSION, Failure, finished_parts
 from ..store.reader import Store
@@ -190,7 +191,9 @@ def extract(scope, source: Source, out: str | Path, preset: Preset, *, batch_siz
         with lock:
             return scope.prepare(examples, with_answers=False)
 
-    loader = Loader(source, mine, checkpoint_every, total, batch_size, prepare, preset.needs_image)
+    new_tokens = preset.max_new_tokens if preset.generate else 0
+    loader = Loader(source, mine, checkpoint_every, total, batch_size, prepare, preset.needs_image,
+                    check_length=lambda n: check_context_length(scope.model.config, n, new_tokens))
     bar = tqdm(total=todo, unit="row", disable=not (progress and ctx.main), dynamic_ncols=True,
                mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"extract {preset.name}")
     start = time.perf_counter()
