@@ -9,8 +9,9 @@ def cmd_shapes(args) -> int:
 
     if args.n < 1:
         raise VlmscopeError(f"--n must be at least 1, got {args.n}")
-    csv_path = export_vqa(args.n, args.out, seed=args.seed)
-    print(f"wrote {args.n} questions to {csv_path} (images in {csv_path.parent / 'images'})")
+    difficulty = "hard" if args.hard else "easy"
+    csv_path = export_vqa(args.n, args.out, seed=args.seed, difficulty=difficulty)
+    print(f"wrote {args.n} {difficulty} questions to {csv_path} (images in {csv_path.parent / 'images'})")
     return 0
 
 
@@ -19,4 +20,6 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, required=True, help="number of questions (one scene each)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hard", action="store_true",
+                   help="2-4 small, faded shapes that may overlap: a split where the bundled model makes mistakes")
     p.set_defaults(func=cmd_shapes)

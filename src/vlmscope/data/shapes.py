@@ -50,6 +50,35 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels; x1, y1 exclusive
 
 
 @dataclass(frozen=True)
+class Difficulty:
+    """How hard a scene is to read. ``gap`` < 0 lets boxes overlap by up to -gap pixels (a later
+    object then hides part of an earlier one); ``contrast`` (lo, hi) draws c per object and fills
+    it with background + c * (colour - background), None for full colour."""
+
+    objects: tuple[int, int]  # inclusive range of the number of objects
+    min_size: int
+    max_size: int
+    gap: int
+    contrast: tuple[float, float] | None
+
+
+DIFFICULTIES = {
+    # what the bundled model was trained on
+    "easy": Difficulty((1, 4), _MIN_SIZE, _MAX_SIZE, _GAP, None),
+    # small (about one vision token), more of them, touching or overlapping, faded
+    "hard": Difficulty((2, 4), 18, 32, -4, (0.4, 0.75)),
+}
+
+
+def _difficulty(name: str) -> Difficulty:
+    if name not in DIFFICULTIES:
+        from ..errors import VlmscopeError
+
+        raise VlmscopeError(f"unknown difficulty {name!r}; choose from {', '.join(DIFFICULTIES)}")
+    return DIFFICULTIES[name]
+
+
+@dataclass(frozen=True)
 class ShapeObject:
     shape: str
     colour: str
@@ -126,10 +155,14 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple[
 
 
 def generate_scene(rng_or_seed, n_objects: int | None = None, size: int = IMAGE_SIZE,
-                   min_size: int = _MIN_SIZE, max_size: int = _MAX_SIZE) -> Scene:
-    """One image with 1-4 non-overlapping shapes (or `n_objects`), and each object's box."""
+                   min_size: int | None = None, max_size: int | None = None, difficulty: str = "easy") -> Scene:
+    """One image with 1-4 non-overlapping shapes (or `n_objects`), and each object's box.
+    ``difficulty="hard"``: 2-4 small, faded shapes that may overlap (see `DIFFICULTIES`)."""
     rng = _rng(rng_or_seed)
-    n = int(n_objects if n_objects is not None else rng.integers(1, 5))
+    d = _difficulty(difficulty)
+    min_size = d.min_size if min_size is None else min_size
+    max_size = d.max_size if max_size is None else max_size
+    n = int(n_objects if n_objects is not None else rng.integers(d.objects[0], d.objects[1] + 1))
     pixels, base = _background(rng, size)
     objects: list[ShapeObject] = []
     for _ in range(1000 * max(n, 1)):
@@ -138,17 +171,20 @@ def generate_scene(rng_or_seed, n_objects: int | None = None, size: int = IMAGE_
         s = int(rng.integers(min_size, max_size + 1))
         x0, y0 = (int(v) for v in rng.integers(0, size - s + 1, 2))
         box = (x0, y0, x0 + s, y0 + s)
-        if any(_overlaps(box, o.box, _GAP) for o in objects):
+        if any(_overlaps(box, o.box, d.gap) for o in objects):
             continue
         objects.append(ShapeObject(SHAPES[rng.integers(len(SHAPES))],
                                    list(COLOURS)[rng.integers(len(COLOURS))], box))
     if len(objects) < n:
-        raise ValueError(f"cannot place {n} shapes of {min_size}-{max_size} px without overlap in {size} px")
+        raise ValueError(f"cannot place {n} shapes of {min_size}-{max_size} px with gap {d.gap} in {size} px")
     image = Image.fromarray(pixels)
     draw = ImageDraw.Draw(image)
     for obj in objects:
         jitter = rng.integers(-10, 11, 3)
         fill = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[obj.colour], jitter))
+        if d.contrast is not None:
+            c = rng.uniform(*d.contrast)
+            fill = tuple(int(round(b + c * (f - b))) for f, b in zip(fill, base))
         draw_object(draw, obj, fill)
     return Scene(image, objects, base)
 
@@ -216,21 +252,26 @@ def ask(scene: Scene, question_type: str, rng_or_seed) -> Question | None:
     raise ValueError(f"unknown question type {question_type!r}; use one of {', '.join(QUESTION_TYPES)}")
 
 
-def make_dataset(n: int, seed: int = 0, question_types: tuple[str, ...] = QUESTION_TYPES) -> list[Record]:
+def make_dataset(n: int, seed: int = 0, question_types: tuple[str, ...] = QUESTION_TYPES,
+                 difficulty: str = "easy") -> list[Record]:
     """`n` records, one scene and one question each, question types in turn.
 
-    Record i depends only on (seed, i), so a longer dataset extends a shorter one.
+    Record i depends only on (seed, i, difficulty), so a longer dataset extends a shorter one.
+    Hard records draw from their own stream and are named ``shapes_hard_<seed>_<i>``.
     """
+    _difficulty(difficulty)
+    easy = difficulty == "easy"
     records = []
     for i in range(n):
-        rng = np.random.default_rng([seed, i])
+        rng = np.random.default_rng([seed, i] if easy else [seed, i, 1])
         qtype = question_types[i % len(question_types)]
         while True:
-            scene = generate_scene(rng)
+            scene = generate_scene(rng, difficulty=difficulty)
             q = ask(scene, qtype, rng)
             if q is not None:
                 break
-        records.append(Record(i, f"shapes_{seed}_{i:06d}", q.question, q.answer, q.question_type, q.box, scene))
+        name = f"shapes_{seed}_{i:06d}" if easy else f"shapes_{difficulty}_{seed}_{i:06d}"
+        records.append(Record(i, name, q.question, q.answer, q.question_type, q.box, scene))
     return records
 
 
@@ -255,7 +296,7 @@ def background_box(scene: Scene, box: Box, rng_or_seed, tries: int = 200) -> Box
     return None
 
 
-def export_vqa(n: int, out_dir: str | Path, seed: int = 0) -> Path:
+def export_vqa(n: int, out_dir: str | Path, seed: int = 0, difficulty: str = "easy") -> Path:
     """Write `n` records as `out_dir/questions.csv` plus `out_dir/images/*.png`; return the CSV path."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -263,7 +304,7 @@ def export_vqa(n: int, out_dir: str | Path, seed: int = 0) -> Path:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
-        for r in make_dataset(n, seed):
+        for r in make_dataset(n, seed, difficulty=difficulty):
             r.image.save(out / "images" / f"{r.image_id}.png")
             box = list(r.box) if r.box else ["", "", "", ""]
             writer.writerow([r.question_id, r.image_id, r.question, r.answer, r.question_type, *box])
