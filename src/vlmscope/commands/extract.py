@@ -3,18 +3,43 @@ resumable, on one process or many (torchrun / accelerate launch)."""
 
 from __future__ import annotations
 
+import sys
+
+import vlmscope
+
 from . import add_model_args
+
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 
 
 def cmd_extract(args) -> int:
+    """Ctrl-C ends the run with one line and status 130; finished parts stay, the part in
+    progress is discarded, and --resume continues from there."""
+    try:
+        return _extract(args)
+    except KeyboardInterrupt:
+        from ..store.layout import finished_parts
+
+        done = len(finished_parts(args.out))
+        print(f"vlmscope: interrupted: {done} finished parts kept in {args.out}; rerun with --resume to continue",
+              file=sys.stderr)
+        return INTERRUPTED
+
+
+def _extract(args) -> int:
     from ..data.sources import open_source
     from ..extraction import extract, make_preset
     from ..extraction.distributed import agree, setup
-    from ..models.loading import load
     from ..store.directory import check_directory
+    from ..store.lock import check_free
 
     ctx, device = setup(args.device_map, args.device)
-    agree(ctx, lambda: check_directory(args.out, None, args.resume))
+
+    def check():
+        check_directory(args.out, None, args.resume)
+        check_free(args.out)
+
+    agree(ctx, check)
     columns = {k: v for k, v in (("id", args.id_column), ("image", args.image_column),
                                  ("question", args.question_column), ("answer", args.answer_column)) if v}
     source = open_source(args.source, args.source_type, images_dir=args.images_dir, prompt=args.prompt,
@@ -22,7 +47,7 @@ def cmd_extract(args) -> int:
     preset = make_preset(args.preset or ("custom" if args.sites else "halp"), layers=args.layers, sites=args.sites,
                          tokens=args.tokens, reduce=args.reduce, generate=args.generate,
                          max_new_tokens=args.max_new_tokens)
-    scope = load(args.model, device=device or args.device, dtype=args.dtype,
+    scope = vlmscope.load(args.model, device=device or args.device, dtype=args.dtype,
                  attn_implementation=args.attn_implementation, device_map=args.device_map,
                  trust_remote_code=args.trust_remote_code, revision=args.revision, min_pixels=args.min_pixels,
                  max_pixels=args.max_pixels)

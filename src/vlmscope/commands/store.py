@@ -1,4 +1,5 @@
-"""`vlmscope store info|export`: what a feature store holds, and the store as .npy files or Parquet."""
+"""`vlmscope store info|verify|export`: what a feature store holds, whether every part reads, and the
+store as .npy files or Parquet."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def cmd_info(args) -> int:
         state = "complete" if info["complete"] else "incomplete: resume with --resume"
         print(f"rows     {info['rows']} in {info['parts']}/{info['expected_parts']} parts ({state}); "
               f"{info['failures']} failures{f' ({stages})' if stages else ''}")
+        for name, reason in info["damaged"].items():
+            print(f"damaged  {name}: {reason} (its rows are missing; extract --resume sets it aside and redoes them)")
         print("columns")
         for name, c in info["columns"].items():
             print(f"  {name:40s} {c['kind']:6s} {_shape(c['shape'], c['kind'] == 'ragged'):16s} {c['dtype']}")
@@ -42,6 +45,21 @@ def cmd_info(args) -> int:
             print("row 0    " + "  ".join(f"{k}={v!r}" for k, v in shown.items()))
         print("packages " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()))
     return 0
+
+
+def cmd_verify(args) -> int:
+    """Read every part to the end; status 1 if any is damaged (like fsck: a finding, not a usage error)."""
+    from ..store import open as open_store
+    from ..store.verify import verify
+
+    with open_store(args.path) as store:  # refuses a folder that is not a store
+        expected = store.expected_parts
+    results = verify(args.path)
+    for name, reason in results.items():
+        print(f"{name}  {'ok' if reason is None else 'damaged: ' + reason}")
+    bad = sum(r is not None for r in results.values())
+    print(f"{len(results)} parts checked, {bad} damaged, {len(results) - bad}/{expected} parts sound")
+    return 1 if bad else 0
 
 
 def cmd_export(args) -> int:
@@ -63,6 +81,9 @@ def register(sub) -> None:
     info.add_argument("path")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
+    ver = cmds.add_parser("verify", help="read every part of a store to the end and name the damaged ones")
+    ver.add_argument("path")
+    ver.set_defaults(func=cmd_verify)
     exp = cmds.add_parser("export", help="write the store as per-sample .npy files + manifest.json, or Parquet")
     exp.add_argument("path")
     exp.add_argument("--format", required=True, choices=["npy", "parquet"])

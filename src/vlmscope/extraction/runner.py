@@ -23,9 +23,11 @@ import torch
 from ..data.sources import Source
 from ..errors import VlmscopeError
 from ..limits import check_context_length
-from ..store.directory import check_directory, write_failures, write_run
+from ..store.directory import FINGERPRINT, check_directory, write_failures, write_run
 from ..store.layout import FORMAT, RUN_FILE, VERSION, Failure, finished_parts
+from ..store.lock import StoreLock
 from ..store.reader import Store
+from ..store.verify import check_part, set_aside
 from ..store.writer import COMPRESSIONS, StoreWriter
 from .batches import Loader, PartEnd, PartStart, Work
 from .distributed import Context, agree
@@ -51,6 +53,7 @@ class Summary:
     store_rows: int | None = None
     store_failures: int | None = None
     ctx: Context = field(default_factory=Context)
+    parts_set_aside: list[str] = field(default_factory=list)  # damaged parts renamed *.damaged, redone
 
     @property
     def failed(self) -> int:
@@ -66,6 +69,8 @@ class Summary:
         out = [f"{who}extracted {self.rows} rows, {self.failed} failed{f' ({stages})' if stages else ''} "
                f"in {self.seconds:.1f} s ({self.rows_per_s:.2f} rows/s); {self.parts_written} parts written, "
                f"{self.parts_done_before} were already done"]
+        if self.parts_set_aside:
+            out.append(f"damaged parts set aside and redone: {', '.join(self.parts_set_aside)}")
         if self.complete:
             out.append(f"store {self.out}: complete, {self.store_rows} rows, {self.store_failures} failures "
                        f"(listed in failures.jsonl)")
@@ -139,8 +144,6 @@ def extract(scope, source: Source, out: str | Path, preset: Preset, *, batch_siz
             compression: str = "gzip", revision: str | None = None, progress: bool = True,
             ctx: Context | None = None) -> Summary:
     """Extract `preset` for every row of `source` into the store at `out` (see docs/extraction.md)."""
-    from tqdm.auto import tqdm
-
     ctx = ctx or Context()
     out = Path(out)
     if batch_size < 1 or checkpoint_every < 1:
@@ -158,6 +161,7 @@ def extract(scope, source: Source, out: str | Path, preset: Preset, *, batch_siz
     run = {
         "preset": preset.describe(),
         "source": source.describe(),
+        FINGERPRINT: source.fingerprint(),
         "total_rows": total,
         "checkpoint_every": checkpoint_every,
         "save_dtype": save_dtype,
@@ -171,17 +175,51 @@ def extract(scope, source: Source, out: str | Path, preset: Preset, *, batch_siz
             "run": run, "model": model, "packages": package_versions(), "settings": settings,
             "command": sys.argv}
 
+    lock, set_aside_parts = StoreLock(out), []
+
     def claim():
-        if check_directory(out, run, resume) is None:
-            write_run(out, meta)
+        check_directory(out, None, True)  # a file, or a folder of something else: refused before the lock
+        lock.exclusive()
+        try:
+            if check_directory(out, run, resume) is None:
+                write_run(out, meta)
+            else:
+                set_aside_parts.extend(_set_aside_damaged(out))
+        except BaseException:
+            lock.release()
+            raise
 
     agree(ctx, claim)
+    lock.shared()  # held by every process of this run until it ends: another run is refused
+    try:
+        return _run(scope, source, out, preset, ctx, meta, total, checkpoint_every, batch_size, save_dtype,
+                    compression, progress, Summary(out, ctx=ctx, parts_set_aside=set_aside_parts))
+    finally:
+        lock.release()
+
+
+def _set_aside_damaged(out: Path) -> list[str]:
+    """Move finished parts that cannot be read out of the store; their rows are redone."""
+    moved = []
+    for path in finished_parts(out).values():
+        if check_part(path):
+            moved.append(set_aside(path).name)
+    return moved
+
+
+def _run(scope, source: Source, out: Path, preset: Preset, ctx: Context, meta: dict, total: int,
+         checkpoint_every: int, batch_size: int, save_dtype: str, compression: str, progress: bool,
+         summary: Summary) -> Summary:
+    """Extract this process's unfinished parts; the directory is claimed and locked."""
+    from tqdm.auto import tqdm
+
+    settings = meta["settings"]
     run_json = (out / RUN_FILE).read_text()
     n_parts = -(-total // checkpoint_every)
     done = finished_parts(out)
     mine = {p for p in range(n_parts) if ctx.owns(p) and p not in done}
     todo = sum(min((p + 1) * checkpoint_every, total) - p * checkpoint_every for p in mine)
-    summary = Summary(out, parts_done_before=sum(1 for p in done if ctx.owns(p)), ctx=ctx)
+    summary.parts_done_before = sum(1 for p in done if ctx.owns(p))
 
     dtype = SAVE_DTYPES[save_dtype]
     writer = StoreWriter(out, run_json, compression, attrs={**settings, "process": ctx.rank})

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import VlmscopeError
 from .layout import FAILURES_FILE, FORMAT, RUN_FILE, finished_parts
+from .verify import check_part
 
 
 class Column:
@@ -72,10 +73,19 @@ class Store:
         run = self.path / RUN_FILE
         if not run.is_file():
             raise VlmscopeError(f"not a vlmscope store: {str(self.path)!r} has no {RUN_FILE}")
-        self.meta: dict = json.loads(run.read_text())
+        try:
+            self.meta: dict = json.loads(run.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise VlmscopeError(f"cannot read {str(run)!r}: {e}") from None
         if self.meta.get("format") != FORMAT:
             raise VlmscopeError(f"not a vlmscope store: {str(run)!r} has format {self.meta.get('format')!r}")
         self.parts = finished_parts(self.path)
+        self.damaged: dict[str, str] = {}  # part file -> why it cannot be read; its rows are missing
+        for p, file in list(self.parts.items()):
+            reason = check_part(file)
+            if reason:
+                self.damaged[file.name] = reason
+                del self.parts[p]
         self._files: dict[int, h5py.File] = {}
         self._rows = {p: int(self._file(p).attrs["rows"]) for p in self.parts}
         self._order = list(self.parts)
@@ -188,6 +198,7 @@ class Store:
             "failures_by_stage": by_stage,
             "parts": len(self.parts),
             "expected_parts": self.expected_parts,
+            "damaged": dict(self.damaged),
             "complete": self.complete,
             "model": self.meta.get("model", {}),
             "run": self.meta.get("run", {}),
