@@ -74,7 +74,7 @@ class LayerStats:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4.2))
+        fig, ax = plt.subplots(figsize=(9, 4.2))
         x = np.array(self.layers)
         colours = {"vision": "#1f6fd1", "text": "#e07b00"}
         for kind in ("vision", "text"):
@@ -96,7 +96,7 @@ class LayerStats:
         ax.set_ylabel("L2 norm of the residual stream")
         ax.set_xticks(x if len(x) <= 32 else x[:: max(1, len(x) // 16)])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         src = f"{self.images} image{'s' if self.images != 1 else ''}" + (f", {self.source}" if self.source else "")
         ax.text(1.0, -0.16, src, transform=ax.transAxes, ha="right", fontsize=7, color="#666")
         return fig
