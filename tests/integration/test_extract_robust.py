@@ -172,3 +172,15 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
         assert len(store) == 2 * len(done)
     resumed = subprocess.run(_cli(*args, "--out", out, "--resume"), capture_output=True, text=True)
     assert resumed.returncode == 0 and "complete, 12 rows" in resumed.stdout, resumed.stderr
+
+
+def test_non_utf8_csv_is_refused_before_the_model_loads(tmp_path, capsys):
+    random_image(32, 32, 0).save(tmp_path / "a.png")
+    rows = "".join(f"{i},a.png,Question {i} {'x' * 60}?\n" for i in range(200))
+    (tmp_path / "q.csv").write_bytes(("question_id,image_id,question\n" + rows).encode() + b"200,a.png,caf\xe9?\n")
+    # the model path does not exist: the encoding error must come first
+    assert main(["extract", str(tmp_path / "q.csv"), "--model", str(tmp_path / "no-model"),
+                 "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not UTF-8: line 202 has byte 0xe9" in err
+    assert not (tmp_path / "out").exists()
