@@ -104,7 +104,7 @@ def from_column(samples: dict[str, np.ndarray], column: str, where: str = "the s
     keys = np.array([str(v).strip() for v in values])
     classes = sorted(set(keys[~missing]))
     if len(classes) > 2:
-        shown = ", ".join(repr(c) for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
+        shown = ", ".join(repr(str(c)) for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
         raise VlmscopeError(f"label column {column!r} has {len(classes)} values ({shown}); a probe needs two")
     if values.dtype.kind == "b":
         classes = ["False", "True"]
