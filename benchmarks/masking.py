@@ -46,8 +46,8 @@ def seed_loop(scope, example, units, new_tokens: int):
     """The clean greedy generate, then one per masked unit, batch 1: (answer ids, [n, vocab] log-probs)."""
     import torch
 
-    from vlmscope.capture.attention import MaskEditing
-    from vlmscope.methods.masking_variants import Knockout
+    from vlmscope.capture.attention import intervening
+    from vlmscope.capture.knockout import Knockout
 
     batch = scope.prepare(example).to(scope.input_device)
     length = batch.length + new_tokens
@@ -57,7 +57,7 @@ def seed_loop(scope, example, units, new_tokens: int):
         if u is not None:
             members[0, list(u.positions)] = True
         editor = Knockout(members, torch.ones(length, dtype=torch.bool), None, eager=False)
-        with MaskEditing(editor), torch.inference_mode():
+        with intervening(editor), torch.inference_mode():
             gen = scope.model.generate(**batch.inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                        do_sample=False, output_logits=True, return_dict_in_generate=True,
                                        pad_token_id=scope.processor.tokenizer.pad_token_id)
@@ -70,7 +70,7 @@ def vlmscope_run(scope, example, new_tokens: int, batch_size: int):
     from vlmscope.methods.masking import mask_impact
 
     ids = scope.generate(example, max_new_tokens=new_tokens, min_new_tokens=new_tokens).generated_ids[0]
-    return mask_impact(scope, example, mode="vision", method="knockout", answer_ids=ids, batch_size=batch_size)
+    return mask_impact(scope, example, mode="vision", perturbation="knockout", answer_ids=ids, batch_size=batch_size)
 
 
 def agreement(result, clean, loop) -> dict:

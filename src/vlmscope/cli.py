@@ -17,7 +17,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"vlmscope.commands.{name}").register(sub)
+    for p in _parsers(parser):  # every --help shows the defaults
+        p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     return parser
+
+
+def _parsers(parser: argparse.ArgumentParser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except VlmscopeError as e:
         print(f"vlmscope: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("vlmscope: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def _demo_example(out: Path) -> tuple[Path, str]:
 
 
 def run_demo(args) -> int:
-    from .models.loading import load
+    from .scope import load
     from .report import run_report
 
     out = Path(args.out)

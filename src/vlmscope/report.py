@@ -4,47 +4,36 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from .inputs import Example
-from .methods.masking import masking_maps
+from .methods.answer import Answer
+from .methods.registry import MAP_METHODS, check_method_names, map_method
 
-# methods beyond the attention maps: name -> function(scope, example, first_result) -> AttentionMaps-like
-EXTRA_METHODS: dict = {"masking": masking_maps}
+if TYPE_CHECKING:
+    from .scope import Scope
 
 
-def run_report(scope, images, prompt: str, out_dir, methods=("raw", "rollout", "gradient", "masking"),
-               max_new_tokens: int = 16) -> tuple[str, Path]:
-    """Generate once (raw maps come with it), explain the same answer with the other methods,
-    and write ``report.html`` + ``answer.json`` + ``token_map.json`` under `out_dir`."""
-    from .methods.attention_maps import explain
+def run_report(scope: Scope, images, prompt: str, out_dir, methods: Sequence[str] = tuple(MAP_METHODS),
+               max_new_tokens: int = 16, answer: str | None = None) -> tuple[str, Path]:
+    """Generate once (capturing what the methods want on the way), explain the same answer with
+    every method, and write ``report.html`` + ``answer.json`` + ``token_map.json`` under `out_dir`."""
     from .viz.render import html_report, token_overlays
 
+    methods = check_method_names(methods)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    first = explain(scope, Example(prompt, images=images), method="raw", max_new_tokens=max_new_tokens)
-    forced = Example(prompt, images=images, answer=None)
-    results = {"raw": first} if "raw" in methods else {}
-    for m in methods:
-        if m in results:
-            continue
-        if m in EXTRA_METHODS:
-            results[m] = EXTRA_METHODS[m](scope, forced, first)
-        else:
-            results[m] = _explain_same_answer(scope, forced, first, m)
+    example = Example(prompt, images=images, answer=answer)
+    instances = {m: map_method(m) for m in methods}
+    raw = instances.get("raw")
+    resolved = Answer.resolve(scope, example, max_new_tokens, capture=raw.capture_plan(scope) if raw else None)
+    results = {m: inst.attribute(scope, example, resolved) for m, inst in instances.items()}
     overlays = {m: [token_overlays(r, k) for k in range(len(r.images))] for m, r in results.items()}
-    notes = {"model": scope.source, "tokens": f"{len(first.token_ids)} generated",
-             "methods": "raw = attention of each token's predicting row (mean over layers and heads); "
-                        "rollout = attention rollout with residual; gradient = gradient-weighted relevancy; "
-                        "masking = drop in the token's log-probability when each vision token is knocked out"}
-    page = html_report(f"vlmscope: {prompt}", first.answer, first.token_map.summary(), overlays, first.tokens, notes)
+    notes = {"model": scope.source, "tokens": f"{len(resolved.ids)} {'generated' if resolved.generated else 'given'}",
+             "methods": "; ".join(f"{m} = {MAP_METHODS[m].summary}" for m in methods)}
+    page = html_report(f"vlmscope: {prompt}", resolved.text, resolved.token_map.summary(), overlays, resolved.tokens,
+                       notes)
     (out / "report.html").write_text(page)
-    (out / "answer.json").write_text(json.dumps({"prompt": prompt, "answer": first.answer, "tokens": first.tokens}))
-    (out / "token_map.json").write_text(json.dumps(first.token_map.to_dict()))
-    return first.answer, out / "report.html"
-
-
-def _explain_same_answer(scope, example: Example, first, method: str):
-    """Explain exactly the tokens the model generated (ids, not re-tokenised text)."""
-    from .methods.attention_maps import explain_ids
-
-    return explain_ids(scope, example, first.token_map, first.token_ids, method)
+    (out / "answer.json").write_text(json.dumps({"prompt": prompt, "answer": resolved.text, "tokens": resolved.tokens}))
+    (out / "token_map.json").write_text(json.dumps(resolved.token_map.to_dict()))
+    return resolved.text, out / "report.html"

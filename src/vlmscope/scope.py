@@ -1,23 +1,83 @@
-"""Scope: a loaded model + processor + adapter, and the two ways to run it with captures."""
+"""Scope: a loaded model + processor + adapter, and the two ways to run it with captures and
+edits. `load` is the one composition root: it loads the model (models/), installs the attention
+wrapper (capture/) and hands both to a Scope."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import torch
 
+from .capture.attention import install
+from .capture.edits import Edit, resolve_edits
 from .capture.engine import CaptureRun, StopForward
 from .capture.plan import CapturePlan
 from .capture.trace import Trace
 from .errors import VlmscopeError
 from .inputs import Batch, Example, prepare
+from .models.adapter import Adapter
+
+Edits = Mapping[str, "Callable[[torch.Tensor], torch.Tensor] | Edit"]
+
+
+@dataclass
+class Provenance:
+    """How the model was loaded: what a report or a store records next to its results."""
+
+    source: str
+    revision: str | None = None
+    dtype: str = ""
+    attn_implementation: str = ""
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "revision": self.revision, "dtype": self.dtype,
+                "attn_implementation": self.attn_implementation, "min_pixels": self.min_pixels,
+                "max_pixels": self.max_pixels, **self.extra}
+
+
+def load(model: str | Path | None = None, device: str = "auto", dtype="auto", attn_implementation: str | None = None,
+         device_map: str | dict | None = None, trust_remote_code: bool = False, revision: str | None = None,
+         min_pixels: int | None = None, max_pixels: int | None = None) -> "Scope":
+    """Load a Qwen-VL checkpoint (hub id or directory; none: the bundled shapes model) and return
+    a Scope.
+
+    ``device_map="auto"`` spreads a model too big for one GPU with accelerate. Weights load with
+    safetensors only; remote code runs only if ``trust_remote_code=True``.
+    """
+    from .models.loading import load_model
+
+    hf_model, processor, adapter, source = load_model(
+        model, device=device, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map,
+        trust_remote_code=trust_remote_code, revision=revision, min_pixels=min_pixels, max_pixels=max_pixels)
+    base = install(hf_model)
+    size = getattr(getattr(processor, "image_processor", None), "size", None)
+    pick = (lambda k: size.get(k) if isinstance(size, dict) else getattr(size, k, None)) if size is not None else (
+        lambda k: None)
+    provenance = Provenance(source, revision, str(next(hf_model.parameters()).dtype).replace("torch.", ""), base,
+                            pick("shortest_edge"), pick("longest_edge"))
+    return Scope(hf_model, processor, adapter, provenance)
 
 
 class Scope:
     """What `vlmscope.load` returns. ``model`` and ``processor`` are the untouched HF objects."""
 
-    def __init__(self, model, processor, adapter, source: str = ""):
-        self.model, self.processor, self.adapter, self.source = model, processor, adapter, source
+    def __init__(self, model, processor, adapter: Adapter, provenance: Provenance | str = ""):
+        self.model, self.processor, self.adapter = model, processor, adapter
+        self.provenance = provenance if isinstance(provenance, Provenance) else Provenance(str(provenance))
+
+    @property
+    def source(self) -> str:
+        return self.provenance.source
+
+    @property
+    def attn_base(self) -> str:
+        """The attention kernel behind vlmscope's wrapper (sdpa, eager, flash_attention_2, ...)."""
+        return self.provenance.attn_implementation or str(self.adapter.text_config._attn_implementation)
 
     @property
     def device(self) -> torch.device:
@@ -28,10 +88,12 @@ class Scope:
         return self.adapter.language_model.embed_tokens.weight.device
 
     def describe(self) -> dict:
-        return {"source": self.source, **self.adapter.describe()}
+        return {"source": self.source, **self.adapter.describe(), "attn_implementation": self.attn_base,
+                "provenance": self.provenance.to_dict()}
 
-    def prepare(self, examples: Example | Sequence[Example], images_root=None, with_answers: bool = True) -> Batch:
-        return prepare(self.adapter, examples, images_root=images_root, with_answers=with_answers)
+    def prepare(self, examples: Example | str | Sequence[Example | str], images_root=None,
+                with_answers: bool = True) -> Batch:
+        return prepare(self.adapter, _examples(examples), images_root=images_root, with_answers=with_answers)
 
     def _batch(self, batch, with_answers: bool) -> Batch:
         if isinstance(batch, Batch):
@@ -44,17 +106,19 @@ class Scope:
         return CapturePlan.of(capture, layers=layers, tokens=tokens, reduce=reduce)
 
     @torch.inference_mode()
-    def forward(self, batch: Batch | Example | Sequence[Example], capture=None, *, layers="all",
+    def forward(self, batch: Batch | Example | str | Sequence[Example | str], capture=None, *, layers="all",
                 tokens: str = "all", reduce: str = "none", dtype: torch.dtype | None = None,
-                early_stop: bool = True) -> Trace:
+                early_stop: bool = True, edits: Edits | None = None) -> Trace:
         """One forward pass (answers teacher-forced) capturing `capture` (sites or a CapturePlan).
 
-        With ``early_stop`` the layers after the last needed site do not run.
+        ``edits`` maps concrete site names to functions that replace the tensor there (see
+        `vlmscope.Edit`). With ``early_stop`` the layers after the last needed site do not run.
         """
         batch = self._batch(batch, with_answers=True).to(self.input_device)
         plan = self._plan(capture, layers, tokens, reduce)
         requests = plan.resolve(self.adapter) if plan else []
-        run = CaptureRun(self.adapter, batch, requests, generating=False, dtype=dtype, early_stop=early_stop)
+        run = CaptureRun(self.adapter, batch, requests, generating=False, dtype=dtype, early_stop=early_stop,
+                         edits=resolve_edits(self.adapter, edits))
         with run.active():
             try:
                 self.model(**batch.inputs, use_cache=False)
@@ -63,21 +127,24 @@ class Scope:
         return run.finish([tm.length for tm in batch.token_maps])
 
     @torch.inference_mode()
-    def generate(self, batch: Batch | Example | Sequence[Example], capture=None, *, layers="all",
+    def generate(self, batch: Batch | Example | str | Sequence[Example | str], capture=None, *, layers="all",
                  tokens: str = "generated", reduce: str = "none", dtype: torch.dtype | None = None,
-                 max_new_tokens: int = 32, **generate_kwargs) -> Trace:
+                 max_new_tokens: int = 32, edits: Edits | None = None, **generate_kwargs) -> Trace:
         """Greedy generation capturing `capture` at the prefill and every decode step.
 
         ``tokens="generated"`` keeps, for each generated token j, the position whose output
-        predicted it (j = 0 is the query position).
+        predicted it (j = 0 is the query position). ``edits`` apply at every step.
         """
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise VlmscopeError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
         batch = self._batch(batch, with_answers=False)
         if any(tm.answer is not None for tm in batch.token_maps):
             raise VlmscopeError("generate() takes prompts without answers; use forward() to score an answer")
         batch = batch.to(self.input_device)
         plan = self._plan(capture, layers, tokens, reduce)
         requests = plan.resolve(self.adapter) if plan else []
-        run = CaptureRun(self.adapter, batch, requests, generating=True, dtype=dtype)
+        run = CaptureRun(self.adapter, batch, requests, generating=True, dtype=dtype,
+                         edits=resolve_edits(self.adapter, edits))
         kw = {"do_sample": False, "max_new_tokens": max_new_tokens, "pad_token_id": self.processor.tokenizer.pad_token_id,
               **generate_kwargs}
         with run.active():
@@ -102,3 +169,19 @@ class Scope:
         eos = self.model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         return set(eos) | {self.adapter.token_ids["im_end"]}
+
+
+def _examples(examples):
+    """A prompt string is a text-only example."""
+    if isinstance(examples, str):
+        return Example(examples)
+    if isinstance(examples, Example):
+        return examples
+    try:
+        items = list(examples)
+    except TypeError:
+        raise VlmscopeError(f"expected an Example, a prompt string or a list of them, got {type(examples).__name__}") from None
+    bad = [type(e).__name__ for e in items if not isinstance(e, (Example, str))]
+    if bad:
+        raise VlmscopeError(f"expected Examples or prompt strings, got {bad[0]}")
+    return [Example(e) if isinstance(e, str) else e for e in items]

@@ -179,3 +179,11 @@ def _runs(ids: list[int], token: int) -> list[tuple[int, int]]:
         else:
             p += 1
     return out
+
+
+def to_pixels(grid: np.ndarray, size: tuple[int, int], smooth: bool = False) -> np.ndarray:
+    """[h, w] grid -> [H, W] array for an image of `size` = (W, H); nearest keeps token edges honest."""
+    from PIL import Image
+
+    img = Image.fromarray(np.asarray(grid, dtype=np.float32), mode="F")
+    return np.asarray(img.resize(size, Image.BILINEAR if smooth else Image.NEAREST), dtype=np.float32)

@@ -20,7 +20,7 @@ def shapes_scope():
 def test_raw_attention_points_at_the_asked_object(shapes_scope):
     from vlmscope import Example
     from vlmscope.data.shapes import make_dataset
-    from vlmscope.methods.attention_maps import explain
+    from vlmscope.methods import explain
     from vlmscope.methods.faithfulness import pointing_hit
 
     records = [r for r in make_dataset(60, seed=4242) if r.box is not None][:20]

@@ -45,7 +45,7 @@ runs:
   - name: good
     images: [a.png]
     prompt: What colour is the circle?
-    method: mean
+    perturbation: mean
     mode: both
 """)
     out = tmp_path / "out"
@@ -55,7 +55,7 @@ runs:
     assert "nope.png" in summary["missing"]["error"]
     assert summary["wide"]["error"].startswith("window 7 is larger than the")
     assert summary["good"]["status"] == "ok" and (out / "good" / "result.json").is_file()
-    assert json.loads((out / "good" / "result.json").read_text())["settings"]["method"] == "mean"
+    assert json.loads((out / "good" / "result.json").read_text())["settings"]["perturbation"] == "mean"
     assert "1 of 3 runs done" in capsys.readouterr().out
 
 

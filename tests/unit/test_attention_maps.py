@@ -10,7 +10,7 @@ from transformers import AutoModelForImageTextToText
 
 from vlmscope import Example
 from vlmscope.methods.attention_flow import identity_columns, relevancy_step, rollout_step
-from vlmscope.methods.attention_maps import explain
+from vlmscope.methods import explain
 from vlmscope.methods.sinks import detect_sinks, exclude
 
 from conftest import random_image
@@ -99,13 +99,14 @@ def test_relevancy_equals_naive_loop_and_ignores_negative_evidence():
 
 
 def test_eager_layers_reproduce_the_model(scopes):
-    from vlmscope.capture.attention import EagerComputing, EagerLayers
+    from vlmscope.capture.attention import EagerLayers, intervening
 
     scope = scopes["qwen2_5_vl"]
     inputs = scope.prepare(Example("hi there", images=[random_image(56, 84, 3)])).inputs
     with torch.no_grad():
         ref = scope.model(**inputs).logits
-        with EagerComputing(EagerLayers([0, 2])) as eager:
+        eager = EagerLayers([0, 2])
+        with intervening(eager):
             got = scope.model(**inputs).logits
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     assert set(eager.probs) == {0, 2}

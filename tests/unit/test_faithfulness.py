@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from vlmscope import Example
-from vlmscope.methods.attention_maps import explain
+from vlmscope.methods import Answer, explain
 from vlmscope.methods.faithfulness import auc, centre_map, curve_probs, evaluate, pointing_hit
 from vlmscope.tokenmap import Visual
 
@@ -38,7 +38,7 @@ def test_curve_endpoints_equal_the_clean_model(scopes, family):
     maps = explain(scope, ex, max_new_tokens=2)
     tm, ids = maps.token_map, maps.token_ids
     order = np.argsort(-maps.maps[0])
-    x, deletion, insertion = curve_probs(scope, ex, tm, ids, order, steps=3)
+    x, deletion, insertion = curve_probs(scope, Answer.of_ids(scope, ex, ids), order, steps=3)
     with torch.no_grad():
         logits = scope.model(**scope.prepare(ex).inputs).logits[0, -1]
     clean = torch.softmax(logits.float(), -1)[ids[0]].item()

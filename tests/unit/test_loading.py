@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 from transformers import AutoModelForImageTextToText
 
@@ -22,13 +24,15 @@ def test_pixel_limits_and_default_kernel(tiny_dirs):
     img = __import__("conftest").random_image(200, 200, 0)
     tm = scope.prepare(vlmscope.Example("x", images=[img])).token_maps[0]
     assert tm.visuals[0].resized_size == (56, 56)
-    assert scope.adapter.attn_base == "sdpa" and scope.model.config.vision_config._attn_implementation == "sdpa"
+    assert scope.attn_base == "sdpa" and scope.model.config.vision_config._attn_implementation == "sdpa"
 
 
-def test_older_module_layout_is_found(scopes):
-    """transformers < 4.52 kept the tower at model.visual and the decoder at model.model."""
+def test_older_module_layout_is_refused_clearly(scopes):
+    """transformers < 4.52 kept the tower at model.visual and the decoder at model.model: vlmscope
+    requires transformers 5 and says so instead of failing deep inside a hook."""
     from torch import nn
 
+    from vlmscope import VlmscopeError
     from vlmscope.models.qwen2_vl import Qwen2VLAdapter
 
     new = scopes["qwen2_vl"].model
@@ -39,6 +43,5 @@ def test_older_module_layout_is_found(scopes):
             self.visual, self.model, self.lm_head = new.model.visual, new.model.language_model, new.lm_head
             self.config = new.config
 
-    adapter = Qwen2VLAdapter(Old(), scopes["qwen2_vl"].processor)
-    assert adapter.visual is new.model.visual and adapter.language_model is new.model.language_model
-    assert adapter.num_layers == 3 and adapter.vision_depth == 2
+    with pytest.raises(VlmscopeError, match="transformers >= 5"):
+        Qwen2VLAdapter(Old(), scopes["qwen2_vl"].processor)

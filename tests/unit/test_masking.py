@@ -8,7 +8,7 @@ import torch
 
 from vlmscope import Example, VlmscopeError
 from vlmscope.methods.masking import MaskingOptions, mask_impact, vision_importance
-from vlmscope.methods.masking_units import Unit, build_units
+from vlmscope.methods.masking import Unit, build_units
 
 from conftest import random_image
 
@@ -78,7 +78,7 @@ def test_knockout_under_eager_attention_equals_sdpa(scopes, tiny_dirs):
     import vlmscope
 
     eager = vlmscope.load(tiny_dirs["qwen2_vl"], device="cpu", dtype="float32", attn_implementation="eager")
-    assert eager.adapter.attn_base == "eager"
+    assert eager.attn_base == "eager"
     ex = _example(eager)
     for options in ({"mode": "both"}, {"mode": "both", "layers": "1", "edges": "question,last"}):
         want = mask_impact(scopes["qwen2_vl"], ex, **options)
@@ -93,11 +93,11 @@ def test_clean_scores_equal_forward(scopes, family):
     np.testing.assert_allclose(result.clean_logprobs, _reference(scope, ex).numpy(), atol=2e-5)
 
 
-@pytest.mark.parametrize("method", ["zero", "mean"])
-def test_embedding_replacement_equals_edited_inputs(scopes, family, method):
+@pytest.mark.parametrize("perturbation", ["zero", "mean"])
+def test_embedding_replacement_equals_edited_inputs(scopes, family, perturbation):
     scope = scopes[family]
     ex = _example(scope)
-    result = mask_impact(scope, ex, mode="both", window=2, method=method)
+    result = mask_impact(scope, ex, mode="both", window=2, perturbation=perturbation)
     tm = scope.prepare(ex).token_maps[0]
     for i in (0, len(result.units) - 1):
         unit = result.units[i]
@@ -105,14 +105,14 @@ def test_embedding_replacement_equals_edited_inputs(scopes, family, method):
 
         def hook(module, args, kwargs, unit=unit, ref=ref):
             x = kwargs["inputs_embeds"].clone()
-            x[0, list(unit.positions)] = 0 if method == "zero" else x[0, ref].mean(0)
+            x[0, list(unit.positions)] = 0 if perturbation == "zero" else x[0, ref].mean(0)
             kwargs["inputs_embeds"] = x
             if kwargs.get("deepstack_visual_embeds") is not None and unit.kind == "vision":
                 rows = [ref.index(p) for p in unit.positions]
                 edited = []
                 for d in kwargs["deepstack_visual_embeds"]:
                     d = d.clone()
-                    d[rows] = 0 if method == "zero" else d.mean(0)
+                    d[rows] = 0 if perturbation == "zero" else d.mean(0)
                     edited.append(d)
                 kwargs["deepstack_visual_embeds"] = edited
             return args, kwargs
@@ -124,12 +124,12 @@ def test_embedding_replacement_equals_edited_inputs(scopes, family, method):
 def test_occlusion_equals_painted_image(scopes, family):
     from PIL import ImageDraw
 
-    from vlmscope.methods.masking_context import build_context
-    from vlmscope.methods.masking_variants import occluded_pixels
+    from vlmscope.methods.masking.perturbations import occluded_pixels
+    from vlmscope.methods.masking.prefix import clean_run
 
     scope = scopes[family]
     ex = _example(scope)
-    result = mask_impact(scope, ex, mode="vision", method="occlude", window=2)
+    result = mask_impact(scope, ex, mode="vision", perturbation="occlude", window=2)
     unit = result.units[1]
     visual = result.token_map.visuals[0]
     painted = ex.images[0].copy()
@@ -138,7 +138,7 @@ def test_occlusion_equals_painted_image(scopes, family):
     painted_ex = Example(ex.prompt, images=[painted], answer=ex.answer)
     want_pixels = scope.prepare(painted_ex).inputs["pixel_values"]
     batch = scope.prepare(Example(ex.prompt, images=ex.images), with_answers=False)
-    ctx = build_context(scope, batch, result.answer_ids)
+    ctx = clean_run(scope, batch, result.answer_ids)
     got_pixels, _ = occluded_pixels(ctx, 0, [unit], "grey")
     # mid-grey is 127.5, the painted image can only hold 128: half a grey level apart
     torch.testing.assert_close(got_pixels, want_pixels, atol=0.6 / 255 / 0.26, rtol=0)
@@ -155,13 +155,13 @@ def test_occlusion_equals_painted_image(scopes, family):
 
 
 def test_blur_changes_only_the_unit(scopes):
-    from vlmscope.methods.masking_context import build_context
-    from vlmscope.methods.masking_variants import occluded_pixels
+    from vlmscope.methods.masking.perturbations import occluded_pixels
+    from vlmscope.methods.masking.prefix import clean_run
 
     scope = scopes["qwen2_5_vl"]
     ex = _example(scope)
     batch = scope.prepare(Example(ex.prompt, images=ex.images), with_answers=False)
-    ctx = build_context(scope, batch, scope.processor.tokenizer("red")["input_ids"])
+    ctx = clean_run(scope, batch, scope.processor.tokenizer("red")["input_ids"])
     unit = build_units(batch.token_maps[0], scope.processor.tokenizer, "vision", 2)[0]
     pixels, grid = occluded_pixels(ctx, 0, [unit], "blur")
     m2 = scope.adapter.merge_size ** 2
@@ -170,12 +170,12 @@ def test_blur_changes_only_the_unit(scopes):
     assert grid.tolist() == ctx.image_grid_thw.tolist()
 
 
-@pytest.mark.parametrize("method", ["knockout", "noise", "occlude"])
-def test_batches_and_prefix_do_not_change_scores(scopes, method):
+@pytest.mark.parametrize("perturbation", ["knockout", "noise", "occlude"])
+def test_batches_and_prefix_do_not_change_scores(scopes, perturbation):
     scope = scopes["qwen3_vl"]
     ex = _example(scope)
-    one = mask_impact(scope, ex, mode="vision", method=method, batch_size=1)
-    many = mask_impact(scope, ex, mode="vision", method=method, batch_size=5)
+    one = mask_impact(scope, ex, mode="vision", perturbation=perturbation, batch_size=1)
+    many = mask_impact(scope, ex, mode="vision", perturbation=perturbation, batch_size=5)
     np.testing.assert_allclose(one.delta_logprob, many.delta_logprob, atol=1e-5)
     np.testing.assert_allclose(one.kl, many.kl, atol=1e-5)
 
@@ -244,9 +244,9 @@ def test_units_tiled_sliding_words_images(scopes):
     ({"window": 0}, "bad window 0"),
     ({"mode": ""}, "unknown mask mode ''; choose from text, vision, both"),
     ({"mode": "pixels"}, "unknown mask mode 'pixels'"),
-    ({"method": "blackout"}, "unknown masking method 'blackout'; choose from knockout, zero, mean, noise, occlude"),
-    ({"method": "occlude", "mode": "text"}, "needs mode 'vision'"),
-    ({"method": "zero", "layers": "1"}, "layers and edges restrict attention knockout"),
+    ({"perturbation": "blackout"}, "unknown perturbation 'blackout'; choose from knockout, zero, mean, noise, occlude"),
+    ({"perturbation": "occlude", "mode": "text"}, "needs mode 'vision'"),
+    ({"perturbation": "zero", "layers": "1"}, "layers and edges restrict attention knockout"),
     ({"edges": "image"}, "unknown edge set image; choose from all, vision, question, last"),
     ({"layers": "7"}, "layer 7 out of range"),
     ({"batch_size": 0}, "batch_size must be a whole number >= 1"),
@@ -276,7 +276,7 @@ def test_save_writes_json_csv_heatmaps_and_text_page(scopes, tmp_path):
     out = result.save(tmp_path / "m")
     data = json.loads((out / "result.json").read_text())
     assert data["answer"]["tokens"] == result.answer_tokens and len(data["units"]) == len(result.units)
-    assert data["units"][-1]["box"] and data["settings"]["method"] == "knockout"
+    assert data["units"][-1]["box"] and data["settings"]["perturbation"] == "knockout"
     rows = list(csv.DictReader((out / "impacts.csv").open()))
     assert len(rows) == len(result.units) * len(result.answer_ids)
     n = len(result.answer_ids)

@@ -2,20 +2,20 @@
 
 `install(model)` swaps the decoder's attention implementation for a thin wrapper registered
 through transformers' AttentionInterface. The wrapper calls the original kernel (SDPA, flash,
-...) for the output and, only while a recorder is active and only for the rows it asks for,
-also computes softmax(q k^T * scaling + mask) from the same mRoPE-rotated q and k. The vision
-tower is left alone.
+...) for the output; only while an intervention is active (`intervening`) does it do more: a
+capture reads softmax(q k^T * scaling + mask) for the rows it asks for from the same
+mRoPE-rotated q and k, knockout edits the mask, gradient maps compute a few layers eagerly.
+The vision tower is left alone.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 import torch
 
-_ACTIVE: ContextVar = ContextVar("vlmscope_attention_recorder", default=None)
-_EDITOR: ContextVar = ContextVar("vlmscope_attention_editor", default=None)
-_EAGER: ContextVar = ContextVar("vlmscope_attention_eager", default=None)
+_ACTIVE: ContextVar = ContextVar("vlmscope_attention_interventions", default=())
 PREFIX = "vlmscope_"
 
 
@@ -47,16 +47,23 @@ def install(model) -> str:
 
 def _wrap(base_fn):
     def attention(module, query, key, value, attention_mask, *args, **kwargs):
-        editor = _EDITOR.get()
-        if editor is not None:  # e.g. attention knockout: edits the mask of chosen layers
-            attention_mask = editor(module, query, key, attention_mask)
-        eager = _EAGER.get()
-        if eager is not None and getattr(module, "layer_idx", -1) in eager.layers:
-            return eager(module, query, key, value, attention_mask, kwargs.get("scaling"))
-        out = base_fn(module, query, key, value, attention_mask, *args, **kwargs)
-        recorder = _ACTIVE.get()
-        if recorder is not None:
-            recorder.observe(module, query, key, attention_mask, kwargs.get("scaling"))
+        active = _ACTIVE.get()
+        if not active:
+            return base_fn(module, query, key, value, attention_mask, *args, **kwargs)
+        for a in active:  # e.g. attention knockout: edits the mask of chosen layers
+            if hasattr(a, "edit_mask"):
+                attention_mask = a.edit_mask(module, query, key, attention_mask)
+        out = None
+        for a in active:  # e.g. differentiable eager attention on a few layers
+            if hasattr(a, "compute"):
+                out = a.compute(module, query, key, value, attention_mask, kwargs.get("scaling"))
+                if out is not None:
+                    break
+        if out is None:
+            out = base_fn(module, query, key, value, attention_mask, *args, **kwargs)
+        for a in active:  # e.g. attention rows of a capture
+            if hasattr(a, "observe"):
+                a.observe(module, query, key, attention_mask, kwargs.get("scaling"))
         return out
 
     return attention
@@ -91,37 +98,24 @@ def row_probabilities(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor
     return torch.softmax(scores, dim=-1).nan_to_num(0.0)
 
 
-class _Active:
-    """Set a context variable for the duration of a `with` block (nesting-safe)."""
+@contextmanager
+def intervening(*interventions):
+    """While active, each intervention sees every decoder attention call through the methods it
+    has (all optional):
 
-    var: ContextVar
+    - ``edit_mask(module, query, key, mask) -> mask`` replaces the mask a layer uses
+      (``module.layer_idx`` tells which layer; a None mask means plain causal attention without
+      padding, and an editor that changes it must build the full 4D mask);
+    - ``compute(module, query, key, value, mask, scaling) -> (output, weights) | None`` replaces
+      the kernel for that call (None: keep the kernel);
+    - ``observe(module, query, key, mask, scaling)`` reads the rotated q and k.
 
-    def __init__(self, value):
-        self.value = value
-        self._token = None
-
-    def __enter__(self):
-        self._token = self.var.set(self.value)
-        return self.value
-
-    def __exit__(self, *exc):
-        self.var.reset(self._token)
-        return False
-
-
-class Recording(_Active):
-    """While active, `recorder.observe(module, query, key, mask, scaling)` sees every decoder
-    attention call."""
-
-    var = _ACTIVE
-
-
-class MaskEditing(_Active):
-    """While active, `editor(module, query, key, mask) -> mask` may replace the attention mask a
-    decoder layer uses (module.layer_idx tells which layer). A None mask means plain causal
-    attention without padding; an editor that changes it must build the full 4D mask."""
-
-    var = _EDITOR
+    Nesting adds to the active set; leaving restores it, even when the forward raises."""
+    token = _ACTIVE.set(_ACTIVE.get() + tuple(interventions))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
 
 
 class EagerLayers:
@@ -132,7 +126,9 @@ class EagerLayers:
         self.layers = set(layers)
         self.probs: dict[int, torch.Tensor] = {}
 
-    def __call__(self, module, query, key, value, mask, scaling):
+    def compute(self, module, query, key, value, mask, scaling):
+        if getattr(module, "layer_idx", -1) not in self.layers:
+            return None
         rows = torch.arange(query.shape[2], device=query.device)
         probs = row_probabilities(query, key, mask, rows, scaling).to(value.dtype)
         if probs.requires_grad:
@@ -141,7 +137,3 @@ class EagerLayers:
         n_rep = query.shape[1] // value.shape[1]
         v = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value
         return torch.matmul(probs, v).transpose(1, 2).contiguous(), None
-
-
-class EagerComputing(_Active):
-    var = _EAGER

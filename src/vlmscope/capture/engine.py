@@ -4,6 +4,10 @@ Hooks sit on the real modules and are removed in ``finally``. Every step of the 
 (the prefill, then each decode step) covers a range of padded positions; each hook keeps only
 the rows its request selected, on the device, and everything lands on the CPU at the end in the
 requested dtype. With early stop, the first module nobody needs raises StopForward.
+
+Which module a site lives on, which hook reads it and in what order its rows come are the
+adapter's business (its site table); this module has no family-specific branch. Edits
+(`capture.edits`) are hooks on the same modules that replace the tensor instead of keeping it.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from contextlib import ExitStack, contextmanager
 import torch
 
 from ..errors import VlmscopeError
+from ..sites import SiteSpec
 from ..specs import Selection
-from .attention import Recording, row_probabilities
+from .attention import intervening, row_probabilities
+from .edits import EditRequest, apply
 from .plan import Request
 from .trace import Trace
 
@@ -30,7 +36,25 @@ class StopForward(Exception):
 
 
 def _first(x):
-    return x[0] if isinstance(x, (tuple, list)) else getattr(x, "last_hidden_state", x)
+    return x[0] if isinstance(x, (tuple, list)) else x
+
+
+def _replace_first(output, new):
+    if isinstance(output, tuple):
+        return (new, *output[1:])
+    if isinstance(output, list):
+        return [new, *output[1:]]
+    return new
+
+
+def _input(args, kwargs):
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _with_input(args, kwargs, new):
+    if args:
+        return (new, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": new}
 
 
 @contextmanager
@@ -53,8 +77,8 @@ class CaptureRun:
     """State of one run: positions of the current step, buffers, and the hooks that fill them."""
 
     def __init__(self, adapter, batch, requests: list[Request], *, generating: bool, dtype=None,
-                 early_stop: bool = True):
-        self.adapter, self.batch, self.requests = adapter, batch, requests
+                 early_stop: bool = True, edits: list[EditRequest] = ()):
+        self.adapter, self.batch, self.requests, self.edits = adapter, batch, requests, list(edits)
         self.generating = generating
         self.dtype = dtype
         self.T0 = batch.length
@@ -62,7 +86,9 @@ class CaptureRun:
         self.device = batch.inputs["input_ids"].device
         self.buffers = {r.key: [[] for _ in range(batch.size)] for r in requests}
         self.kept = {r.key: [[] for _ in range(batch.size)] for r in requests}
-        self.wanted = {r.selection: self._wanted(r.selection) for r in requests if not r.site.is_vision}
+        sequence = [r.selection for r in requests if not r.site.is_vision]
+        sequence += [e.selection for e in self.edits if not e.site.is_vision]
+        self.wanted = {sel: self._wanted(sel) for sel in sequence}
         self.columns = {r.key: self._columns(r.columns) for r in requests if r.site.is_attention}
         self.vision_calls: list[dict] = []
         self.stop_at = None if generating or not early_stop else self._stop_index()
@@ -111,22 +137,12 @@ class CaptureRun:
         return hit - start
 
     def _stop_index(self) -> int | None:
-        """Index into [layers..., norm, lm_head] of the first module no request needs."""
-        n = self.adapter.num_layers
-        need = -1
-        for r in self.requests:
-            g = r.site.group
-            if g.startswith("vision."):
-                need = max(need, -1)
-            elif g == "llm.embed":
-                need = max(need, -1)
-            elif g.startswith("llm.layers."):
-                need = max(need, r.site.index)
-            elif g == "llm.norm":
-                need = max(need, n)
-            else:
-                return None
-        return need + 1
+        """Index into the decoder chain [layers..., norm, lm_head] of the first module no request
+        needs (None: run to the end)."""
+        if not self.requests:
+            return None
+        ready = [self.adapter.stream_index(r.site) for r in self.requests]
+        return None if None in ready else max(ready)
 
     # ---- hook bodies --------------------------------------------------------------------------
     def _keep_sequence(self, req: Request, x: torch.Tensor):
@@ -139,20 +155,40 @@ class CaptureRun:
                 self.buffers[req.key][b].append(x[b, rel].detach())
                 self.kept[req.key][b] += (rel + start - self.batch.pad[b]).tolist()
 
-    def _keep_vision(self, req: Request, x: torch.Tensor, patches: bool):
+    def _vision_parts(self, x: torch.Tensor, spec: SiteSpec) -> tuple[list[dict], list[torch.Tensor], torch.Tensor]:
+        """(items, per-visual raster parts, grid) of a vision site's output in this tower call."""
         call = self.vision_calls[-1]
-        grid = call["grid"]
-        windowed = getattr(self.adapter, "windowed", False) and req.site.group != "vision.deepstack.{k}"
-        if req.site.group == "vision.patch_embed":
-            windowed = False  # the tower permutes into window order after the patch embedding
-        x = (self.adapter.patches_to_raster if patches else self.adapter.tokens_to_raster)(x, grid, windowed)
-        unit = 1 if patches else self.adapter.merge_size**2
+        x = self.adapter.to_raster(x, call["grid"], spec)
+        unit = 1 if spec.layout == "patches" else self.adapter.merge_size**2
         sizes = [it["patches"] // unit for it in call["items"]]
-        for item, part in zip(call["items"], torch.split(x, sizes)):
+        return call["items"], list(torch.split(x, sizes)), call["grid"]
+
+    def _keep_vision(self, req: Request, x: torch.Tensor, spec: SiteSpec):
+        items, parts, _ = self._vision_parts(x, spec)
+        for item, part in zip(items, parts):
             sel = req.selection
             if sel.kind == "image" and sel.index != item["visual"]:
                 continue
             self.buffers[req.key][item["b"]].append(part.detach())
+
+    def _edit_sequence(self, edit: EditRequest, x: torch.Tensor) -> torch.Tensor:
+        length = x.shape[1]
+        start = self.step_start + self.step_len - length
+        out = None
+        for b in range(x.shape[0]):
+            rel = self.rows(edit.selection, b, start, length)
+            if rel.numel():
+                out = x.clone() if out is None else out
+                out[b, rel] = apply(edit.fn, x[b, rel], f"{edit.site} (example {b})")
+        return x if out is None else out
+
+    def _edit_vision(self, edit: EditRequest, x: torch.Tensor, spec: SiteSpec) -> torch.Tensor:
+        items, parts, grid = self._vision_parts(x, spec)
+        for i, item in enumerate(items):
+            if edit.selection.kind == "image" and edit.selection.index != item["visual"]:
+                continue
+            parts[i] = apply(edit.fn, parts[i], f"{edit.site} (example {item['b']}, visual {item['visual']})")
+        return self.adapter.from_raster(torch.cat(parts), grid, spec)
 
     def pre_language_model(self, module, args, kwargs):
         x = kwargs.get("inputs_embeds")
@@ -173,60 +209,55 @@ class CaptureRun:
         self.vision_calls.append({"grid": grid, "kind": kind, "items": items})
 
     def registrations(self):
-        """(module, 'pre'|'post', fn) for every hook this plan needs."""
+        """(module, 'pre'|'post', fn) for every hook of this run: step tracking, then edits, then
+        captures (which therefore see edited values), then the early stop."""
         ad = self.adapter
-        layers = list(ad.language_model.layers)
-        chain = layers + [ad.language_model.norm, ad.lm_head]  # module k receives llm.layers.{k-1}
         regs = [(ad.language_model, "pre", self.pre_language_model)]
-        if any(r.site.is_vision for r in self.requests):
+        if any(r.site.is_vision for r in self.requests) or any(e.site.is_vision for e in self.edits):
             regs.append((ad.visual, "pre", self.pre_visual))
-        pre: dict[int, list[Request]] = {}
-        post: dict[int, list] = {}
+        for e in self.edits:
+            spec = ad.site_spec(e.site.group)
+            regs.append((ad.module(e.site), spec.hook, self._edit_hook(e, spec)))
         for r in self.requests:
-            g, i = r.site.group, r.site.index
-            if g == "llm.embed":
-                pre.setdefault(0, []).append(r)
-            elif g == "llm.layers.{i}":
-                pre.setdefault(i + 1, []).append(r)
-            elif g == "llm.layers.{i}.pre_deepstack":
-                regs.append((layers[i], "post", self._post_sequence(r)))
-            elif g == "llm.norm":
-                regs.append((ad.language_model.norm, "post", self._post_sequence(r)))
-            elif g == "logits":
-                regs.append((ad.lm_head, "post", self._post_sequence(r)))
-            elif g == "vision.patch_embed":
-                regs.append((ad.visual.patch_embed, "post", self._post_vision(r, patches=True)))
-            elif g == "vision.blocks.{i}":
-                regs.append((ad.visual.blocks[i], "post", self._post_vision(r, patches=True)))
-            elif g == "vision.merger":
-                regs.append((ad.visual.merger, "post", self._post_vision(r, patches=False)))
-            elif g == "vision.deepstack.{k}":
-                regs.append((ad.visual.deepstack_merger_list[i], "post", self._post_vision(r, patches=False)))
+            spec = ad.site_spec(r.site.group)
+            if spec.hook != "attention":
+                regs.append((ad.module(r.site), spec.hook, self._capture_hook(r, spec)))
         if self.stop_at is not None:
-            pre.setdefault(self.stop_at, [])
-        for k, reqs in sorted(pre.items()):
-            regs.append((chain[k], "pre", self._pre_chain(k, reqs)))
+            regs.append((ad.decoder_chain()[self.stop_at], "pre", self._stop))
         return regs
 
-    def _pre_chain(self, k: int, reqs: list[Request]):
-        def hook(module, args, kwargs):
-            x = args[0] if args else kwargs["hidden_states"]
-            for r in reqs:
-                self._keep_sequence(r, x)
-            if self.stop_at == k:
-                self.stopped = True
-                raise StopForward
-        return hook
+    def _stop(self, module, args, kwargs):
+        self.stopped = True
+        raise StopForward
 
-    def _post_sequence(self, req: Request):
-        def hook(module, args, kwargs, output):
-            self._keep_sequence(req, _first(output))
-        return hook
+    def _keep(self, req: Request, spec: SiteSpec, x: torch.Tensor):
+        if spec.layout == "sequence":
+            self._keep_sequence(req, x)
+        else:
+            self._keep_vision(req, x, spec)
 
-    def _post_vision(self, req: Request, patches: bool):
-        def hook(module, args, kwargs, output):
-            self._keep_vision(req, _first(output), patches)
-        return hook
+    def _capture_hook(self, req: Request, spec: SiteSpec):
+        if spec.hook == "pre":
+            def pre(module, args, kwargs):
+                self._keep(req, spec, _input(args, kwargs))
+            return pre
+
+        def post(module, args, kwargs, output):
+            self._keep(req, spec, _first(output))
+        return post
+
+    def _edit_hook(self, edit: EditRequest, spec: SiteSpec):
+        def edited(x):
+            return self._edit_sequence(edit, x) if spec.layout == "sequence" else self._edit_vision(edit, x, spec)
+
+        if spec.hook == "pre":
+            def pre(module, args, kwargs):
+                return _with_input(args, kwargs, edited(_input(args, kwargs)))
+            return pre
+
+        def post(module, args, kwargs, output):
+            return _replace_first(output, edited(_first(output)))
+        return post
 
     # ---- attention rows ----------------------------------------------------------------------
     def attention_layers(self) -> dict[int, list[Request]]:
@@ -266,7 +297,7 @@ class CaptureRun:
         with ExitStack() as stack:
             stack.enter_context(hooks(self.registrations()))
             if self._attn:
-                stack.enter_context(Recording(self))
+                stack.enter_context(intervening(self))
             yield self
 
     def finish(self, final_lengths: list[int], limits: list[int] | None = None, token_maps=None) -> Trace:
@@ -282,6 +313,8 @@ class CaptureRun:
                     x = torch.cat(parts, dim=1)  # [H, n, kept columns]
                 elif r.site.is_attention:
                     x = self._attention_tensor(parts, b, final_lengths[b])
+                elif not parts and r.site.is_vision and r.reduce == "none":
+                    x = self._empty_vision(r.key)  # an example without images (or without image K)
                 else:
                     if not parts:
                         raise VlmscopeError(f"nothing captured at {r.key} for example {b} "
@@ -299,6 +332,12 @@ class CaptureRun:
             if not r.site.is_vision:
                 trace.positions[r.key] = kept_all
         return trace
+
+    def _empty_vision(self, key: str) -> torch.Tensor:
+        width = next((p[0].shape[-1] for p in self.buffers[key] if p), None)
+        if width is None:
+            raise VlmscopeError(f"nothing captured at {key}: no example of the batch has an image")
+        return torch.zeros(0, width, device=self.device)
 
     def _attention_tensor(self, parts: list[torch.Tensor], b: int, length: int) -> torch.Tensor:
         """Join [H, r, K_step] pieces into [H, n, length] over the example's unpadded keys."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..errors import VlmscopeError
-from ..models.adapter import Site
+from ..sites import Site
 from ..specs import Selection, parse_layers, parse_reduction, parse_selection
 
 COLUMNS = ("all", "vision", "vision+text")

@@ -1,20 +1,71 @@
-"""One module per CLI command, each with `register(subparsers)`; cli.COMMANDS lists them."""
+"""One module per CLI command, each with `register(subparsers)`; cli.COMMANDS lists them.
+
+The plumbing every command shares lives here: the model flags (all of `vlmscope.load`'s
+options), the example flags (images, prompt, answer, answer length, output folder), and the
+checks that must happen before a model is loaded.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="hub id or local directory (default: the bundled shapes model)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    p.add_argument("--device-map", default=None, help="'auto' to spread a large model over GPUs (accelerate)")
-    p.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own code (off by default)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None, help="hub id or local directory; none: the bundled shapes model")
+    g.add_argument("--revision", default=None, help="model revision (hub branch, tag or commit)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    g.add_argument("--dtype", default="auto", help="auto (bf16 on GPUs that have it, else fp32), float32, bfloat16, "
+                                                   "float16")
+    g.add_argument("--attn-implementation", default=None, help="sdpa (default), flash_attention_2, eager")
+    g.add_argument("--device-map", default=None, help="'auto' to spread a large model over GPUs (accelerate)")
+    g.add_argument("--min-pixels", type=int, default=None, help="processor's smallest image area in pixels")
+    g.add_argument("--max-pixels", type=int, default=None, help="processor's largest image area in pixels")
+    g.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own code (off by default)")
 
 
-def load_from_args(args):
-    from ..models.loading import load
+def load_from_args(args, model: str | None = None):
+    """A Scope from every model flag; `model` (e.g. from a config file) is used when --model is not given."""
+    from ..scope import load
 
-    return load(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map,
-                trust_remote_code=args.trust_remote_code)
+    return load(args.model or model, device=args.device, dtype=args.dtype, attn_implementation=args.attn_implementation,
+                device_map=args.device_map, trust_remote_code=args.trust_remote_code, revision=args.revision,
+                min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+
+
+def add_example_args(p: argparse.ArgumentParser, *, out: str, images: str = "+", prompt_required: bool = True,
+                     max_new_tokens: int = 16) -> None:
+    """IMAGE..., --prompt, --answer, --max-new-tokens and --out."""
+    p.add_argument("image", nargs=images, help="image path(s)" + ("; none for a text-only prompt" if images == "*" else ""))
+    p.add_argument("--prompt", required=prompt_required, default=None, help="the question or instruction")
+    p.add_argument("--answer", default=None, help="explain / score this answer (teacher-forced) instead of generating")
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="longest generated answer")
+    p.add_argument("--out", default=out, help="output directory")
+
+
+def check_out_dir(path: str | Path) -> Path:
+    """The output directory must be a directory (or not exist yet): checked before any model loads."""
+    from ..errors import VlmscopeError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise VlmscopeError(f"--out {str(out)!r} is a file; give a directory")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise VlmscopeError(f"--out {str(out)!r} lies under the file {str(parent)!r}")
+    return out
+
+
+def check_example_args(args) -> None:
+    """Early checks of the example flags: image files exist, the answer length is positive."""
+    from ..errors import VlmscopeError
+
+    for image in getattr(args, "image", None) or []:
+        if not Path(image).is_file():
+            raise VlmscopeError(f"image not found: {image!r}")
+    n = getattr(args, "max_new_tokens", None)
+    if n is not None and n < 1:
+        raise VlmscopeError(f"--max-new-tokens must be >= 1, got {n}")
+    if getattr(args, "out", None):
+        check_out_dir(args.out)

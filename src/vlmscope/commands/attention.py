@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from . import add_model_args, load_from_args
+from . import add_example_args, add_model_args, check_example_args, load_from_args
 
 
 def cmd_attention(args) -> int:
     from ..inputs import Example
-    from ..methods.attention_maps import explain
+    from ..methods.answer import Answer
+    from ..methods.registry import map_method
     from ..specs import parse_layers
 
+    check_example_args(args)
+    options = {"layers": args.layers, "heads": args.heads, "head_agg": args.agg, "keep_text": args.text,
+               "exclude_sinks": args.exclude_sinks}
+    if args.method == "raw":
+        options["layer_agg"] = args.layer_agg
+    method = map_method(args.method, **options)
     scope = load_from_args(args)
+    method.check(scope)
     ex = Example(args.prompt, images=args.image, answer=args.answer)
-    result = explain(scope, ex, method=args.method, layers=args.layers, heads=args.heads, head_agg=args.agg,
-                     layer_agg=args.layer_agg, max_new_tokens=args.max_new_tokens, exclude_sinks=args.exclude_sinks,
-                     keep_text=args.text)
+    answer = Answer.resolve(scope, ex, args.max_new_tokens, capture=method.capture_plan(scope))
+    result = method.attribute(scope, ex, answer)
     if args.tokens != "all":
         keep = parse_layers(args.tokens, len(result.tokens), "generated token")
         result.maps, result.tokens = result.maps[keep], [result.tokens[j] for j in keep]
@@ -31,20 +38,19 @@ def cmd_attention(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("attention", help="per-token attention / rollout / gradient maps over the image")
+    from ..methods.registry import MAP_METHODS
+
+    p = sub.add_parser("attention", help="per-token maps over the image with one map method")
     add_model_args(p)
-    p.add_argument("image", nargs="+", help="image path(s)")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--answer", default=None, help="explain this answer (teacher-forced) instead of generating")
-    p.add_argument("--method", default="raw", choices=["raw", "rollout", "gradient"])
-    p.add_argument("--layers", default="all", help="layer spec: all, halp, 0,8,-1, 10-20, n/2 ...")
+    add_example_args(p, out="vlmscope-out/attention", max_new_tokens=32)
+    p.add_argument("--method", default="raw", choices=list(MAP_METHODS),
+                   help="; ".join(f"{name}: {m.summary}" for name, m in MAP_METHODS.items()))
+    p.add_argument("--layers", default="all", help="layer spec: all, halp, 0,8,-1, 10-20, n/2: ...")
     p.add_argument("--heads", default="all", help="head spec, same language as layers")
     p.add_argument("--agg", default="mean", choices=["mean", "max", "min"], help="aggregation over heads")
-    p.add_argument("--layer-agg", default="mean", choices=["mean", "max", "min"], help="aggregation over layers")
+    p.add_argument("--layer-agg", default="mean", choices=["mean", "max", "min"], help="aggregation over layers (raw)")
     p.add_argument("--tokens", default="all", help="generated tokens to keep: all or i,j,...")
     p.add_argument("--exclude-sinks", action="store_true", help="drop attention-sink tokens and renormalise")
-    p.add_argument("--text", action="store_true", help="also keep attention to the prompt's text tokens")
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--text", action="store_true", help="also keep the weight of the prompt's text tokens")
     p.add_argument("--formats", default="png,npz,html,pdf", help="comma-separated: png, npz, html, pdf")
-    p.add_argument("--out", default="vlmscope-out/attention")
     p.set_defaults(func=cmd_attention)

@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import add_model_args, load_from_args
+from . import add_example_args, add_model_args, check_example_args, load_from_args
 
 
 def cmd_capture(args) -> int:
     import numpy as np
 
+    from ..capture.plan import CapturePlan
     from ..inputs import Example
 
+    check_example_args(args)
+    plan = CapturePlan.of(args.sites, layers=args.layers, tokens=args.tokens, reduce=args.reduce)  # checks names
     scope = load_from_args(args)
     ex = Example(args.prompt, images=args.image, answer=args.answer)
     run = scope.generate if args.generate else scope.forward
     kw = {"max_new_tokens": args.max_new_tokens} if args.generate else {}
-    trace = run(ex, args.sites, layers=args.layers, tokens=args.tokens, reduce=args.reduce, **kw)
+    trace = run(ex, plan, **kw)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     arrays = {k: v[0].float().numpy() for k, v in trace.captures.items()}
@@ -34,15 +37,10 @@ def cmd_capture(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("capture", help="capture sites for one image + prompt in one forward (or generate)")
     add_model_args(p)
-    p.add_argument("image", nargs="*", help="image path(s); none for a text-only prompt")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--answer", default=None, help="score this answer teacher-forced")
+    add_example_args(p, out="vlmscope-out/capture", images="*")
     p.add_argument("--sites", default="vision.merger,llm.layers", help="comma-separated site names")
     p.add_argument("--layers", default="all", help="all, halp, 0,8,-1, 2-5, n/2 ...")
     p.add_argument("--tokens", default="all", help="vision, vision_last, text, query, generated, all, image:K")
     p.add_argument("--reduce", default="none", help="none, mean, max, last")
     p.add_argument("--generate", action="store_true", help="capture during greedy generation")
-    p.add_argument("--max-new-tokens", type=int, default=16)
-    p.add_argument("--out", default="vlmscope-out/capture")
     p.set_defaults(func=cmd_capture)
-

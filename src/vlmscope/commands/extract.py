@@ -64,10 +64,6 @@ def register(sub) -> None:
                        description="Sources: a folder of images, a VQA CSV (question_id,image_id,question,answer), "
                                    "JSONL, or a Hugging Face dataset saved with save_to_disk. See docs/extraction.md.")
     add_model_args(p)
-    p.add_argument("--revision", default=None, help="model revision (hub branch, tag or commit)")
-    p.add_argument("--attn-implementation", default=None, help="sdpa (default), flash_attention_2, eager")
-    p.add_argument("--min-pixels", type=int, default=None, help="processor's smallest image area in pixels")
-    p.add_argument("--max-pixels", type=int, default=None, help="processor's largest image area in pixels")
     src = p.add_argument_group("source")
     src.add_argument("source", help="image folder, .csv, .jsonl, or a saved HF dataset directory")
     src.add_argument("--source-type", default=None, help="folder, csv, jsonl, hf (default: from the path)")

@@ -3,10 +3,10 @@ for one image + prompt or for every run of a YAML file."""
 
 from __future__ import annotations
 
-from . import add_model_args, load_from_args
+from . import add_example_args, add_model_args, check_example_args, load_from_args
 
 # option flags default to None so that, with --config, only the flags given override the file
-OPTION_FLAGS = ("mode", "method", "window", "stride", "text_unit", "image_index", "layers", "edges", "occlusion",
+OPTION_FLAGS = ("mode", "perturbation", "window", "stride", "text_unit", "image_index", "layers", "edges", "occlusion",
                 "max_new_tokens", "regenerate", "batch_size", "seed")
 
 
@@ -26,13 +26,15 @@ def cmd_mask(args) -> int:
     from ..inputs import Example
     from ..methods.masking import MaskingOptions, mask_impact
 
+    args.out = args.out or "vlmscope-out/mask"
+    check_example_args(args)
     scope = load_from_args(args)
     result = mask_impact(scope, Example(args.prompt, images=args.image, answer=args.answer),
                          MaskingOptions(**_overrides(args)))
-    out = result.save(args.out or "vlmscope-out/mask")
+    out = result.save(args.out)
     print(f"answer: {result.answer_text!r} ({len(result.answer_ids)} tokens)")
     drop = result.impact("drop")
-    print(f"{len(result.units)} units masked ({result.settings['method']}) in {result.seconds:.2f} s; "
+    print(f"{len(result.units)} units masked ({result.settings['perturbation']}) in {result.seconds:.2f} s; "
           "largest drops in the answer's log-probability:")
     for i in drop.argsort()[::-1][:5]:
         u = result.units[i]
@@ -43,14 +45,10 @@ def cmd_mask(args) -> int:
 
 
 def _batch(args) -> int:
-    from ..methods.masking_batch import run_config
-    from ..models.loading import load
+    from ..methods.masking.config import run_config
 
-    def load_scope(model):
-        return load(args.model or model, device=args.device, dtype=args.dtype, device_map=args.device_map,
-                    trust_remote_code=args.trust_remote_code)
-
-    records, summary = run_config(args.config, load_scope, out=args.out, overrides=_overrides(args))
+    records, summary = run_config(args.config, lambda model: load_from_args(args, model), out=args.out,
+                                  overrides=_overrides(args))
     for r in records:
         what = f"{r['answer']!r}, {r['units']} units, {r['seconds']} s" if r["status"] == "ok" else r["error"]
         print(f"  {r['name']:20s} {r['status']:5s}  {what}")
@@ -62,12 +60,11 @@ def _batch(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("mask", help="token masking impact of text tokens, image regions or both on the answer")
     add_model_args(p)
-    p.add_argument("image", nargs="*", help="image path(s)")
-    p.add_argument("--prompt", default=None)
-    p.add_argument("--answer", default=None, help="score this answer instead of the model's greedy answer")
+    add_example_args(p, out=None, images="*", prompt_required=False, max_new_tokens=None)
     p.add_argument("--config", default=None, help="YAML file listing runs (images, prompts, settings)")
     p.add_argument("--mode", default=None, help="text, vision (default) or both")
-    p.add_argument("--method", default=None, help="knockout (default), zero, mean, noise, occlude")
+    p.add_argument("--perturbation", default=None, help="how a unit is masked: knockout (default), zero, mean, noise, "
+                                                         "occlude")
     p.add_argument("--window", default=None, help="K: K x K vision tokens per unit (default 1), or 'image'")
     p.add_argument("--stride", type=int, default=None, help="window step (default: the window: tiled; 1: sliding)")
     p.add_argument("--text-unit", dest="text_unit", default=None, help="token (default) or word")
@@ -75,9 +72,7 @@ def register(sub) -> None:
     p.add_argument("--layers", default=None, help="knockout only in these decoder layers: all, 0-3, n/2:, ...")
     p.add_argument("--edges", default=None, help="knockout only edges into: all, vision, question, last (comma list)")
     p.add_argument("--occlusion", default=None, help="occlude fill: grey (default) or blur")
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None, help="answer length (default 16)")
     p.add_argument("--regenerate", action="store_true", help="also regenerate the answer under each masking")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="variants per forward (default 32)")
     p.add_argument("--seed", type=int, default=None, help="seed of the Gaussian noise (default 0)")
-    p.add_argument("--out", default=None, help="output folder (default vlmscope-out/mask; with --config: its 'out')")
     p.set_defaults(func=cmd_mask)

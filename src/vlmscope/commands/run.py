@@ -3,26 +3,29 @@ self-contained HTML report with a map of every generated token for every method.
 
 from __future__ import annotations
 
-from . import add_model_args, load_from_args
+from . import add_example_args, add_model_args, check_example_args, load_from_args
 
 
 def cmd_run(args) -> int:
+    from ..methods.registry import check_method_names
     from ..report import run_report
 
+    check_example_args(args)
+    methods = check_method_names(args.methods)
     scope = load_from_args(args)
-    answer, path = run_report(scope, args.image, args.prompt, args.out, methods=args.methods.split(","),
-                              max_new_tokens=args.max_new_tokens)
+    answer, path = run_report(scope, args.image, args.prompt, args.out, methods=methods,
+                              max_new_tokens=args.max_new_tokens, answer=args.answer)
     print(answer)
     print(f"report: {path}")
     return 0
 
 
 def register(sub) -> None:
+    from ..methods.registry import MAP_METHODS
+
     p = sub.add_parser("run", help="answer a prompt about an image and write an HTML report of per-token maps")
     add_model_args(p)
-    p.add_argument("image", nargs="+", help="image path(s)")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--methods", default="raw,rollout,gradient,masking", help="map methods in the report")
-    p.add_argument("--max-new-tokens", type=int, default=16)
-    p.add_argument("--out", default="vlmscope-out/run")
+    add_example_args(p, out="vlmscope-out/run")
+    p.add_argument("--methods", default=",".join(MAP_METHODS),
+                   help=f"comma-separated map methods in the report, from: {', '.join(MAP_METHODS)}")
     p.set_defaults(func=cmd_run)

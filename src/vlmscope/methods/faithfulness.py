@@ -15,18 +15,21 @@ a random map (seeded) and a centre-bias map.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..capture.attention import MaskEditing
-from ..errors import VlmscopeError
+from ..capture.attention import intervening
+from ..capture.knockout import Knockout
 from ..inputs import Example
-from .attention_maps import _forced_inputs, explain, explain_ids
-from .masking import masking_maps
-from .masking_variants import Knockout
+from .answer import Answer
+from .raw import RawAttention
+from .registry import MAP_METHODS, check_method_names
 
-METHODS = ("raw", "rollout", "gradient", "masking")
+if TYPE_CHECKING:
+    from ..scope import Scope
+
 BASELINES = ("random", "centre")
 
 
@@ -72,27 +75,22 @@ def centre_map(visual) -> np.ndarray:
     return np.exp(-(xs**2 + ys**2) / (2 * (max(h, w) / 4) ** 2)).reshape(-1)
 
 
-def curve_probs(scope, example: Example, tm, answer_ids, order: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def curve_probs(scope: Scope, answer: Answer, order: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """P(first answer token) as the top-k tokens of `order` are knocked out (deletion) or are the
     only ones kept (insertion), k = 0..Nv in `steps` steps; all variants in one batch."""
+    tm = answer.token_map
     vis = np.asarray(tm.vision_positions())
     ks = np.unique(np.linspace(0, len(vis), steps + 1).round().astype(int))
     members = torch.zeros(2 * len(ks), tm.length, dtype=torch.bool)
     for i, k in enumerate(ks):
         members[i, vis[order[:k]]] = True  # deletion: the k most important go
         members[len(ks) + i, vis[order[k:]]] = True  # insertion: only the k most important stay
-    inputs = _forced_inputs(scope, example, tm)
-    batch = {}
-    for k, v in inputs.items():  # every variant sees the same image; only the mask differs
-        if k.startswith("pixel_values") or k.endswith("grid_thw"):
-            batch[k] = v.repeat(len(members), *([1] * (v.dim() - 1)))
-        else:
-            batch[k] = v.expand(len(members), *v.shape[1:]) if torch.is_tensor(v) else v
+    batch = answer.batch(scope, copies=len(members))  # every variant sees the same image; only the mask differs
     targets = torch.ones(tm.length, dtype=torch.bool)
     editor = Knockout(members.to(scope.input_device), targets.to(scope.input_device), None, eager=False)
-    with torch.inference_mode(), MaskEditing(editor):
-        logits = scope.model(**batch, use_cache=False).logits[:, tm.query].float()
-    p = torch.softmax(logits, -1)[:, answer_ids[0]].cpu().numpy()
+    with torch.inference_mode(), intervening(editor):
+        logits = scope.model(**batch.inputs, use_cache=False).logits[:, tm.query].float()
+    p = torch.softmax(logits, -1)[:, answer.ids[0]].cpu().numpy()
     return ks / len(vis), p[:len(ks)], p[len(ks):]
 
 
@@ -100,15 +98,13 @@ def auc(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.trapezoid(y, x)) if hasattr(np, "trapezoid") else float(np.trapz(y, x))
 
 
-def evaluate(scope, n: int = 40, seed: int = 1000, methods=METHODS, layer_ranges=None,
+def evaluate(scope: Scope, n: int = 40, seed: int = 1000, methods=tuple(MAP_METHODS), layer_ranges=None,
              steps: int = 8) -> FaithfulnessResult:
     """Score map methods (and random / centre baselines) on `n` fresh shapes questions about one object."""
     from ..data.shapes import make_dataset
     from ..specs import parse_layers
 
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise VlmscopeError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    methods = check_method_names(methods)
     n_layers = scope.adapter.num_layers
     ranges = layer_ranges or {"all": "all", "first half": f"0:{n_layers // 2}", "second half": f"{n_layers // 2}:"}
     ranges = {name: parse_layers(spec, n_layers) for name, spec in ranges.items()}
@@ -116,28 +112,27 @@ def evaluate(scope, n: int = 40, seed: int = 1000, methods=METHODS, layer_ranges
     rng = np.random.default_rng(seed)
     scores: dict[tuple[str, str], list[tuple[bool, float, float]]] = {}
     correct = 0
+    raw = RawAttention()
     for rec in records:
         ex = Example(rec.question, images=[rec.image])
-        raw = explain(scope, ex, method="raw", max_new_tokens=4)
-        correct += raw.answer.strip().lower() == rec.answer.lower()
-        tm, ids = raw.token_map, raw.token_ids
-        visual = tm.visuals[0]
+        answer = Answer.resolve(scope, ex, max_new_tokens=4, capture=raw.capture_plan(scope))
+        correct += answer.text.strip().lower() == rec.answer.lower()
+        visual = answer.token_map.visuals[0]
         boxes = visual.token_boxes()
         maps: dict[tuple[str, str], np.ndarray] = {}
-        if "raw" in methods:
-            for name, layers in ranges.items():
-                idx = [raw.layers.index(i) for i in layers]
-                maps[("raw", name)] = raw.layer_maps[idx, 0].mean(0)
         for m in methods:
-            if m == "masking":
-                maps[(m, "all")] = masking_maps(scope, ex, raw).maps[0]
-            elif m != "raw":
-                maps[(m, "all")] = explain_ids(scope, ex, tm, ids, m).maps[0]
+            if m == "raw":  # one set of rows, scored per layer range
+                result = raw.attribute(scope, ex, answer)
+                for name, layers in ranges.items():
+                    idx = [result.layers.index(i) for i in layers]
+                    maps[("raw", name)] = result.layer_maps[idx, 0].mean(0)
+            else:
+                maps[(m, "all")] = MAP_METHODS[m]().attribute(scope, ex, answer).maps[0]
         maps[("random", "-")] = rng.random(visual.num_tokens)
         maps[("centre", "-")] = centre_map(visual)
         for key, values in maps.items():
             order = np.argsort(-values, kind="stable")
-            x, deletion, insertion = curve_probs(scope, ex, tm, ids, order, steps)
+            x, deletion, insertion = curve_probs(scope, answer, order, steps)
             scores.setdefault(key, []).append((pointing_hit(values, boxes, rec.box), auc(x, deletion), auc(x, insertion)))
     rows = [{"method": m, "layers": r, "n": len(v), "pointing": float(np.mean([s[0] for s in v])),
              "deletion": float(np.mean([s[1] for s in v])), "insertion": float(np.mean([s[2] for s in v]))}

@@ -1,84 +1,47 @@
-"""The adapter base: canonical site names -> the real modules of a wrapped HF Qwen-VL model.
+"""The adapter base: one family's sites as data, and every call into Hugging Face internals.
 
-A family file only states what differs (names, patch order, deepstack). Nothing here
-reimplements the model: hooks go on the modules transformers runs.
+A family file states what differs: its site table (``sites``), its raster reordering, its rope
+positions, image features and decoder keyword arguments, and a tiny config for tests. Nothing
+here reimplements the model: hooks go on the modules transformers runs, and the engine and the
+methods reach the model only through these methods.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..errors import VlmscopeError
-
-SITE_PATTERNS = {
-    "vision.patch_embed": "[Np, Cv] patch embeddings, raster order (t, h, w)",
-    "vision.blocks.{i}": "[Np, Cv] output of vision block i, raster order (t, h, w)",
-    "vision.merger": "[Nv, D] projected vision tokens (what replaces the image pads)",
-    "vision.deepstack.{k}": "[Nv, D] Qwen3-VL deepstack features added after LLM layer k",
-    "llm.embed": "[T, D] input embeddings with image features merged (= hidden_states[0])",
-    "llm.layers.{i}": "[T, D] residual stream leaving decoder layer i (what layer i+1 receives)",
-    "llm.layers.{i}.pre_deepstack": "[T, D] raw output of decoder layer i, before any deepstack injection",
-    "llm.layers.{i}.attn": "[H, q, T] attention probabilities of the requested query rows",
-    "llm.norm": "[T, D] final normed hidden state (= hidden_states[-1])",
-    "logits": "[T, V] output logits",
-}
+from ..sites import BASE_SITES, Site, SiteSpec, match_group
 
 
-@dataclass(frozen=True)
-class Site:
-    """A parsed site: ``group`` is the pattern it instantiates, ``index`` its layer/block/k."""
-
-    group: str
-    index: int | None = None
-
-    @property
-    def name(self) -> str:
-        return self.group.replace("{i}", str(self.index)).replace("{k}", str(self.index))
-
-    @property
-    def is_vision(self) -> bool:
-        return self.group.startswith("vision.")
-
-    @property
-    def is_attention(self) -> bool:
-        return self.group == "llm.layers.{i}.attn"
-
-    def __str__(self) -> str:
-        return self.name
-
-
-def _first_attr(obj, *paths: str):
-    for path in paths:
-        cur = obj
-        for part in path.split("."):
-            cur = getattr(cur, part, None)
-            if cur is None:
-                break
-        if cur is not None:
-            return cur
-    return None
+def _walk(obj, path: str):
+    for part in path.split("."):
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj
 
 
 class Adapter:
-    """Base adapter; families override the class attributes and the reorder hooks."""
+    """Base adapter; families override the class attributes and the methods that differ."""
 
     family = ""  # registry key: the config's model_type
     display_name = ""
     hf_class = ""
+    sites: tuple[SiteSpec, ...] = BASE_SITES
 
     def __init__(self, model, processor):
         self.model = model
         self.processor = processor
         self.config = model.config
-        # transformers >= 4.52 / 5.x: model.model.{visual, language_model}; older 4.5x: model.visual, model.model
-        self.visual = _first_attr(model, "model.visual", "visual")
-        self.language_model = _first_attr(model, "model.language_model", "model")
-        self.lm_head = model.lm_head
-        if self.visual is None or getattr(self.language_model, "layers", None) is None:
-            raise VlmscopeError(f"cannot find the vision tower and decoder layers of {type(model).__name__}")
+        try:
+            self.visual = model.model.visual
+            self.language_model = model.model.language_model
+            self.lm_head = model.lm_head
+            self.language_model.layers  # noqa: B018 (presence check)
+        except AttributeError:
+            raise VlmscopeError(f"cannot find the vision tower and decoder layers of {type(model).__name__}; "
+                                "vlmscope needs transformers >= 5 module names (model.visual, model.language_model)") from None
         vc = self.config.vision_config
         self.patch_size = int(vc.patch_size)
         self.merge_size = int(vc.spatial_merge_size)
@@ -92,16 +55,20 @@ class Adapter:
             "im_start": int(tok.convert_tokens_to_ids("<|im_start|>")),
             "im_end": int(tok.convert_tokens_to_ids("<|im_end|>")),
         }
-        self.attn_base = self.text_config._attn_implementation  # the kernel behind vlmscope's wrapper
+        self._specs = {s.group: s for s in self.sites}
 
     # ---- shapes -----------------------------------------------------------------------------
     @property
     def text_config(self):
-        return getattr(self.config, "text_config", self.config)
+        return self.config.text_config
 
     @property
     def num_layers(self) -> int:
         return len(self.language_model.layers)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.text_config.num_attention_heads)
 
     @property
     def vision_depth(self) -> int:
@@ -117,52 +84,81 @@ class Adapter:
 
     # ---- sites ------------------------------------------------------------------------------
     def site_groups(self) -> list[str]:
-        groups = list(SITE_PATTERNS)
-        if not self.num_deepstack:
-            groups.remove("vision.deepstack.{k}")
-        return groups
+        return list(self._specs)
+
+    def site_spec(self, group: str) -> SiteSpec:
+        return self._specs[group]
 
     def group_size(self, group: str) -> int:
-        if group == "vision.blocks.{i}":
-            return self.vision_depth
-        if group == "vision.deepstack.{k}":
-            return self.num_deepstack
-        return self.num_layers
+        counts = self._specs[group].counts
+        return {"blocks": self.vision_depth, "deepstack": self.num_deepstack}.get(counts, self.num_layers)
 
     def parse_site(self, name: str) -> tuple[str, str | None]:
         """Split a user's site name into (group, index text or None for 'every index')."""
-        name = name.strip()
-        for group in self.site_groups():
-            if "{" not in group:
-                if name == group:
-                    return group, None
-                continue
-            head, tail = group.split(".{")[0], group.split("}")[1]  # 'llm.layers', '.attn'
-            if name == head + tail:
-                return group, None  # e.g. 'llm.layers': every layer of the layer spec
-            m = re.fullmatch(re.escape(head) + r"\.(\{[ik]\}|\*|-?\d+)" + re.escape(tail), name)
-            if m:
-                idx = m.group(1)
-                return group, None if idx[0] in "{*" else idx
-        raise VlmscopeError(f"unknown site {name!r} for {self.display_name}; sites: {', '.join(self.site_groups())}")
+        found = match_group(name, self.site_groups())
+        if found is None:
+            raise VlmscopeError(f"unknown site {name!r} for {self.display_name}; sites: {', '.join(self.site_groups())}")
+        return found
+
+    def site(self, name: str) -> Site:
+        """A concrete site from its full name (``llm.layers.3``); the index must be in range."""
+        group, idx = self.parse_site(name)
+        if self._specs[group].indexed:
+            n = self.group_size(group)
+            if idx is None:
+                raise VlmscopeError(f"site {name!r} needs an index, e.g. {group.replace('{i}', '0').replace('{k}', '0')}")
+            i = int(idx)
+            if not -n <= i < n:
+                raise VlmscopeError(f"site {name!r} out of range: {self.display_name} has {n} of them (0..{n - 1})")
+            return Site(group, i % n)
+        return Site(group)
 
     def list_sites(self) -> list[str]:
         out = []
         for g in self.site_groups():
             if "{" in g:
-                out += [g.replace("{i}", str(i)).replace("{k}", str(i)) for i in range(self.group_size(g))]
+                out += [Site(g, i).name for i in range(self.group_size(g))]
             else:
                 out.append(g)
         return out
 
-    # ---- vision order -----------------------------------------------------------------------
-    def patches_to_raster(self, x: torch.Tensor, grid_thw: torch.Tensor, window_order: bool) -> torch.Tensor:
-        """[Np, C] in the tower's order -> raster (t, h, w) per image.
+    def decoder_chain(self) -> list[torch.nn.Module]:
+        """[layers..., final norm, lm_head]: module k receives ``llm.layers.{k-1}``."""
+        return [*self.language_model.layers, self.language_model.norm, self.lm_head]
 
-        The processor emits patches grouped by 2x2 merge unit: order (t, h/m, w/m, m, m).
-        """
-        if window_order:
-            x = self.undo_window_order(x, grid_thw, unit=self.merge_size**2)
+    def module(self, site: Site) -> torch.nn.Module:
+        """The module whose hook reads `site`."""
+        path = self._specs[site.group].path(site.index)
+        if path.startswith("@stream."):
+            return self.decoder_chain()[int(path.split(".")[1])]
+        return _walk(self.model, path)
+
+    def stream_index(self, site: Site) -> int | None:
+        """Decoder-chain index before which `site` is known (early stop), None: only at the end."""
+        ready = self._specs[site.group].ready
+        if ready == "decoder":
+            return 0
+        if ready == "layer":
+            return int(site.index) + 1
+        if ready == "norm":
+            return self.num_layers + 1
+        return None
+
+    # ---- vision order -----------------------------------------------------------------------
+    def to_raster(self, x: torch.Tensor, grid_thw: torch.Tensor, spec: SiteSpec) -> torch.Tensor:
+        """A vision site's rows in the order the module emits them -> raster order per image."""
+        if spec.layout == "patches":
+            return self._merge_units_to_raster(x, grid_thw)
+        return x
+
+    def from_raster(self, x: torch.Tensor, grid_thw: torch.Tensor, spec: SiteSpec) -> torch.Tensor:
+        """Inverse of `to_raster` (edits are written in raster order and put back)."""
+        if spec.layout == "patches":
+            return self._raster_to_merge_units(x, grid_thw)
+        return x
+
+    def _merge_units_to_raster(self, x: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        # the processor emits patches grouped by 2x2 merge unit: order (t, h/m, w/m, m, m)
         m, out, start = self.merge_size, [], 0
         for t, h, w in grid_thw.tolist():
             n = t * h * w
@@ -171,12 +167,34 @@ class Adapter:
             start += n
         return torch.cat(out)
 
-    def tokens_to_raster(self, x: torch.Tensor, grid_thw: torch.Tensor, window_order: bool) -> torch.Tensor:
-        """[Nv, D] merged tokens -> raster (t, h/m, w/m); only windowed towers need work."""
-        return self.undo_window_order(x, grid_thw, unit=1) if window_order else x
+    def _raster_to_merge_units(self, x: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        m, out, start = self.merge_size, [], 0
+        for t, h, w in grid_thw.tolist():
+            n = t * h * w
+            part = x[start:start + n].reshape(t, h // m, m, w // m, m, -1)
+            out.append(part.permute(0, 1, 3, 2, 4, 5).reshape(n, -1))
+            start += n
+        return torch.cat(out)
 
-    def undo_window_order(self, x: torch.Tensor, grid_thw: torch.Tensor, unit: int) -> torch.Tensor:
-        return x
+    # ---- the model's own computations, for runs that call the decoder directly ---------------
+    def rope_positions(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor | None,
+                       image_grid_thw: torch.Tensor | None) -> torch.Tensor:
+        """[3, B, T] mRoPE positions of `input_ids`, as the model computes them."""
+        positions, _ = self.model.model.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids,
+                                                       image_grid_thw=image_grid_thw)
+        return positions
+
+    def image_features(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor):
+        """(merger output per image, in the order the LLM sees them; deepstack features per level
+        and image, or None for families without deepstack)."""
+        device = next(self.visual.parameters()).device
+        out = self.model.model.get_image_features(pixel_values.to(device), grid_thw.to(device))
+        return list(out.pooler_output), None
+
+    def decoder_kwargs(self, visual_mask: torch.Tensor, deepstack: list[torch.Tensor] | None) -> dict[str, Any]:
+        """Extra keyword arguments of a direct decoder call over positions whose image tokens are
+        `visual_mask` [B, L] (deepstack: the features of those positions, per level)."""
+        return {}
 
     # ---- tokens -----------------------------------------------------------------------------
     def turn_header(self, ids: list[int], pos: int) -> tuple[str, int]:
@@ -187,6 +205,17 @@ class Adapter:
             text += tok.decode([ids[p]])
             p += 1
         return text.strip(), p
+
+    # ---- tiny random models for tests --------------------------------------------------------
+    @classmethod
+    def tiny_config(cls, tokenizer, **sizes):
+        """Config of a small random model of this family whose token ids match `tokenizer`."""
+        raise NotImplementedError
+
+    @classmethod
+    def tiny_processor(cls, tokenizer, size: dict):
+        """The family's processor around `tokenizer`, limited to small images."""
+        raise NotImplementedError
 
     # ---- description ------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -213,7 +242,6 @@ class Adapter:
                 "deepstack_visual_indexes": self.deepstack_visual_indexes,
             },
             "token_ids": dict(self.token_ids),
-            "attn_implementation": self.attn_base,
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
-            "sites": {g: SITE_PATTERNS[g] for g in self.site_groups()},
+            "sites": {s.group: s.doc for s in self.sites},
         }

@@ -51,19 +51,25 @@ def resolve_dtype(dtype, device):
     return getattr(torch, DTYPES[dtype])
 
 
-def load(model: str | Path | None = None, device: str = "auto", dtype="auto", attn_implementation: str | None = None,
-         device_map: str | dict | None = None, trust_remote_code: bool = False, revision: str | None = None,
-         min_pixels: int | None = None, max_pixels: int | None = None):
-    """Load a Qwen-VL checkpoint (hub id or directory) and return a Scope.
+def check_weights(source: str) -> None:
+    """A local checkpoint must carry safetensors: pickle weights (``*.bin``) can run code on load."""
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        return  # a hub id: transformers is asked for safetensors only, and says so if there are none
+    if not any(path.glob("*.safetensors")):
+        found = sorted(p.name for p in path.glob("*.bin")) or sorted(p.name for p in path.iterdir())[:3]
+        what = f" (found {', '.join(found)})" if found else " (the directory is empty)"
+        raise VlmscopeError(f"no *.safetensors weights in {source!r}{what}: vlmscope loads safetensors only, because "
+                            "pickle weights can run arbitrary code; convert them with save_pretrained(safe_serialization=True)")
 
-    ``device_map="auto"`` spreads a model too big for one GPU with accelerate. Weights load with
-    safetensors only; remote code runs only if ``trust_remote_code=True``.
-    """
+
+def load_model(model: str | Path | None = None, device: str = "auto", dtype="auto",
+               attn_implementation: str | None = None, device_map: str | dict | None = None,
+               trust_remote_code: bool = False, revision: str | None = None,
+               min_pixels: int | None = None, max_pixels: int | None = None):
+    """(HF model, processor, adapter, source) for a hub id or a directory; see `vlmscope.load`."""
     import transformers
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
-    from ..capture.attention import install
-    from ..scope import Scope
 
     source = str(model) if model is not None else default_model()
     if (source.startswith((".", "/", "~")) or Path(source).suffix) and not Path(source).expanduser().exists():
@@ -75,6 +81,7 @@ def load(model: str | Path | None = None, device: str = "auto", dtype="auto", at
         first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise VlmscopeError(f"cannot load model {source!r}: {first}") from None
     cls = adapter_class(getattr(config, "model_type", ""))
+    check_weights(source)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     kw = {"dtype": torch_dtype, "use_safetensors": True, "trust_remote_code": trust_remote_code, "revision": revision}
@@ -82,16 +89,17 @@ def load(model: str | Path | None = None, device: str = "auto", dtype="auto", at
         kw["attn_implementation"] = attn_implementation
     if device_map is not None:
         kw["device_map"] = device_map
-    hf_model = AutoModelForImageTextToText.from_pretrained(source, config=config, **kw)
+    try:
+        hf_model = AutoModelForImageTextToText.from_pretrained(source, config=config, **kw)
+    except (OSError, ValueError, ImportError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise VlmscopeError(f"cannot load model {source!r}: {first}") from None
     if device_map is None:
         hf_model.to(dev)
     hf_model.eval()
     processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
     set_pixel_limits(processor, min_pixels, max_pixels)
-    base_attention = install(hf_model)
-    adapter = cls(hf_model, processor)
-    adapter.attn_base = base_attention
-    return Scope(hf_model, processor, adapter, source=source)
+    return hf_model, processor, cls(hf_model, processor), source
 
 
 def set_pixel_limits(processor, min_pixels: int | None, max_pixels: int | None) -> None:
@@ -104,5 +112,5 @@ def set_pixel_limits(processor, min_pixels: int | None, max_pixels: int | None) 
             if value is not None:
                 if isinstance(size, dict):
                     size[key] = value
-                else:  # transformers 5.x SizeDict
+                else:
                     setattr(size, key, value)

@@ -74,26 +74,27 @@ def build_tokenizer(corpus: str = DEFAULT_CORPUS, vocab_size: int = 512):
     return fast
 
 
-def _rope(head_dim: int, interleaved: bool = False) -> dict:
-    """mRoPE sections (temporal, height, width) summing to half the head dim. Passed as
-    `rope_scaling`, which transformers 4.5x reads and 5.x converts to `rope_parameters`."""
+def mrope(head_dim: int, interleaved: bool = False) -> dict:
+    """mRoPE sections (temporal, height, width) summing to half the head dim, as `rope_scaling`."""
     half = head_dim // 2
     t = half - 2 * (half // 3)
-    section = [t, half // 3, half // 3]
-    rope = {"rope_type": "default", "mrope_section": section}
+    rope = {"rope_type": "default", "mrope_section": [t, half // 3, half // 3]}
     if interleaved:
         rope["mrope_interleaved"] = True
     return rope
 
 
-def tiny_config(family: str, tokenizer, *, text_layers: int = 3, vision_depth: int = 2,
-                hidden: int = 64, heads: int = 4, kv_heads: int = 2, vision_hidden: int = 32):
-    """Config of a small random model of `family` whose token ids match `tokenizer`."""
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in [
+def token_ids(tokenizer) -> dict[str, int]:
+    """The vision token ids a config needs, read from `tokenizer`."""
+    return {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in [
         ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
         ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
     ]}
-    text = dict(
+
+
+def text_config(tokenizer, *, text_layers: int = 3, hidden: int = 64, heads: int = 4, kv_heads: int = 2) -> dict:
+    """Keyword arguments of a small decoder whose special ids match `tokenizer`."""
+    return dict(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
         num_hidden_layers=text_layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
         max_position_embeddings=4096, rms_norm_eps=1e-6, rope_theta=10000.0,
@@ -101,54 +102,28 @@ def tiny_config(family: str, tokenizer, *, text_layers: int = 3, vision_depth: i
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.pad_token_id,
     )
-    head_dim = hidden // heads
-    if family == "qwen2_vl":
-        from transformers import Qwen2VLConfig
-        vision = dict(depth=vision_depth, embed_dim=vision_hidden, hidden_size=hidden, num_heads=2,
-                      mlp_ratio=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
-        return Qwen2VLConfig(text_config={**text, "rope_scaling": _rope(head_dim)},
-                             vision_config=vision, **ids)
-    if family == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLConfig
-        # window 56 px = 2x2 merged tokens; the last block uses full attention.
-        vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=vision_hidden * 2,
-                      num_heads=2, out_hidden_size=hidden, patch_size=14, spatial_merge_size=2,
-                      temporal_patch_size=2, window_size=56, fullatt_block_indexes=[vision_depth - 1])
-        return Qwen2_5_VLConfig(text_config={**text, "rope_scaling": _rope(head_dim)},
-                                vision_config=vision, **ids)
-    if family == "qwen3_vl":
-        from transformers import Qwen3VLConfig
-        vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=vision_hidden * 2,
-                      num_heads=2, out_hidden_size=hidden, patch_size=16, spatial_merge_size=2,
-                      temporal_patch_size=2, num_position_embeddings=64,
-                      deepstack_visual_indexes=list(range(min(2, vision_depth))))
-        text3 = {**text, "head_dim": head_dim, "rope_scaling": _rope(head_dim, interleaved=True)}
-        return Qwen3VLConfig(text_config=text3, vision_config=vision, **ids)
-    from .registry import unsupported
-    raise unsupported(family)
+
+
+def image_size_limits(patch: int, min_pixels: int | None = None, max_pixels: int | None = None) -> dict:
+    """Processor size bounds for small test images: at least one merge unit, at most 16x16 of them."""
+    factor = patch * 2
+    return {"shortest_edge": min_pixels or factor * factor, "longest_edge": max_pixels or (factor * 16) ** 2}
+
+
+def tiny_config(family: str, tokenizer, **sizes):
+    """Config of a small random model of `family` (sizes: text_layers, vision_depth, hidden, heads,
+    kv_heads, vision_hidden, vision_heads)."""
+    from .registry import adapter_class
+
+    return adapter_class(family).tiny_config(tokenizer, **sizes)
 
 
 def build_processor(family: str, tokenizer, *, min_pixels: int | None = None, max_pixels: int | None = None):
     """The family's own processor class around `tokenizer`, limited to small images."""
-    from transformers import Qwen2VLImageProcessor
+    from .registry import adapter_class
 
-    patch = 16 if family == "qwen3_vl" else 14
-    factor = patch * 2
-    size = {"shortest_edge": min_pixels or factor * factor, "longest_edge": max_pixels or (factor * 16) ** 2}
-    image_processor = Qwen2VLImageProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
-    if family == "qwen3_vl":
-        from transformers import Qwen3VLProcessor, Qwen3VLVideoProcessor
-        video = Qwen3VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
-        return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                video_processor=video, chat_template=CHAT_TEMPLATE)
-    from transformers import Qwen2VLVideoProcessor
-    video = Qwen2VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
-    if family == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLProcessor as Processor
-    else:
-        from transformers import Qwen2VLProcessor as Processor
-    return Processor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video,
-                     chat_template=CHAT_TEMPLATE)
+    cls = adapter_class(family)
+    return cls.tiny_processor(tokenizer, image_size_limits(cls.tiny_patch, min_pixels, max_pixels))
 
 
 def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, tokenizer=None, **config_kw) -> Path:

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..tokenmap import Visual
+from ..tokenmap import Visual, to_pixels  # noqa: F401 (to_pixels: re-exported for drawing code)
 
 
 def token_grid(values, visual: Visual, frame: int = 0) -> np.ndarray:
@@ -19,12 +19,6 @@ def token_grid(values, visual: Visual, frame: int = 0) -> np.ndarray:
     t, h, w = visual.merged_thw
     arr = np.asarray(values, dtype=np.float32).reshape(t, h, w)
     return arr[frame]
-
-
-def to_pixels(grid: np.ndarray, size: tuple[int, int], smooth: bool = False) -> np.ndarray:
-    """[h, w] grid -> [H, W] array for an image of `size` = (W, H); nearest keeps token edges honest."""
-    img = Image.fromarray(grid.astype(np.float32), mode="F")
-    return np.asarray(img.resize(size, Image.BILINEAR if smooth else Image.NEAREST), dtype=np.float32)
 
 
 def normalise(x: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
     model: path/or/hub-id          # optional (the command line's --model wins)
     out: masking-out               # optional (the command line's --out wins)
-    defaults: {mode: vision, method: knockout, max_new_tokens: 8}
+    defaults: {mode: vision, perturbation: knockout, max_new_tokens: 8}
     runs:
       - name: circle
         image: shapes.png          # or images: [a.png, b.png]; paths relative to this file
@@ -10,7 +10,7 @@
         mode: both                 # any option overrides the defaults for this run
 
 A run that fails (a missing image, a bad setting) is recorded in summary.json with its one-line
-error and the batch goes on.
+error and the batch goes on. Two runs may not share a name: each owns its output folder.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
-from ..errors import VlmscopeError
-from ..inputs import Example
-from .masking import MaskingOptions, mask_impact
+from ...errors import VlmscopeError
+from ...inputs import Example
+from .analysis import mask_impact
+from .options import MaskingOptions
 
 OPTION_KEYS = tuple(f.name for f in fields(MaskingOptions))
 RUN_KEYS = ("name", "image", "images", "prompt", "answer", "system", *OPTION_KEYS)
@@ -75,9 +76,12 @@ def run_config(path: str | Path, load_scope: Callable, out: str | Path | None = 
     out_dir = Path(out or root / str(config.get("out") or "masking-out"))
     out_dir.mkdir(parents=True, exist_ok=True)
     defaults = {**config["defaults"], **(overrides or {})}
+    names = [str(run.get("name", f"run{i:03d}")) for i, run in enumerate(config["runs"])]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise VlmscopeError(f"run name {twice[0]!r} appears more than once in {str(path)!r}; each run writes its own folder")
     records = []
-    for i, run in enumerate(config["runs"]):
-        name = str(run.get("name", f"run{i:03d}"))
+    for i, (run, name) in enumerate(zip(config["runs"], names)):
         record = {"run": i, "name": name}
         try:
             example, options = _run_inputs(run, i, name, root, defaults)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import VlmscopeError
-from ..tokenmap import TokenMap
-from .masking_units import Unit
+from ...errors import VlmscopeError
+from ...tokenmap import TokenMap
+from .units import Unit
 
 METRICS = ("drop", "kl")
 
@@ -114,7 +114,7 @@ class MaskingResult:
 
     def save(self, out: str | Path, metric: str = "drop") -> Path:
         """Write result.json, impacts.csv, heatmaps of vision units and the text-importance page."""
-        from .masking_render import save_heatmaps, save_text_importance
+        from ...viz.masking import save_heatmaps, save_text_importance
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

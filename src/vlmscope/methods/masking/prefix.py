@@ -1,4 +1,4 @@
-"""One example made ready for many perturbed runs: the clean input embeddings, mRoPE positions,
+"""The clean run that every perturbed run of one example starts from: the clean input embeddings, mRoPE positions,
 the clean KV cache of every position and the clean log-probabilities of the answer.
 
 Perturbed runs call the decoder directly with input embeddings, so a run can start at any
@@ -9,16 +9,20 @@ from the clean run under a causal mask, whether the change is a knockout or a ne
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..inputs import Batch
-from ..tokenmap import TokenMap
+from ...inputs import Batch
+from ...tokenmap import TokenMap
+
+if TYPE_CHECKING:
+    from ...scope import Scope
 
 
 @dataclass
-class Context:
-    scope: object
+class CleanRun:
+    scope: Scope
     tm: TokenMap
     ids: torch.Tensor  # [T] prompt + answer
     positions: torch.Tensor  # [3, 1, T] mRoPE positions
@@ -47,7 +51,7 @@ class Context:
 
 
 @torch.inference_mode()
-def build_context(scope, batch: Batch, answer_ids: list[int]) -> Context:
+def clean_run(scope: Scope, batch: Batch, answer_ids: list[int]) -> CleanRun:
     """For a one-prompt batch (no answer): run the vision tower once and the clean teacher-forced
     pass over prompt + answer once, keeping its cache."""
     batch = batch.to(scope.input_device)
@@ -61,29 +65,27 @@ def build_context(scope, batch: Batch, answer_ids: list[int]) -> Context:
     deepstack = None
     if grid is not None:
         mm = torch.cat([inp["mm_token_type_ids"][0], torch.zeros_like(answer).to(inp["mm_token_type_ids"].dtype)])
-        positions, _ = scope.model.model.get_rope_index(ids[None], mm_token_type_ids=mm[None], image_grid_thw=grid)
+        positions = scope.adapter.rope_positions(ids[None], mm[None], grid)
         image_embeds, deepstack = vision_features(scope, inp["pixel_values"], grid)
         embeds[0, visual] = torch.cat(image_embeds).to(embeds.dtype)
         if deepstack is not None:
             deepstack = [torch.cat(level).to(dev, embeds.dtype) for level in deepstack]
     else:
         positions = torch.arange(len(ids), device=dev).view(1, 1, -1).expand(3, 1, -1)
-    ctx = Context(scope, batch.token_maps[0].with_answer(answer_ids), ids, positions, embeds, visual, deepstack,
+    ctx = CleanRun(scope, batch.token_maps[0].with_answer(answer_ids), ids, positions, embeds, visual, deepstack,
                   inp.get("pixel_values"), grid, answer, new_cache(scope), None)
     hidden = run_decoder(ctx, embeds, 0, ctx.cache, ctx.deepstack)
     ctx.clean_logp = log_probs(scope, hidden[:, ctx.rows])[0]
     return ctx
 
 
-def vision_features(scope, pixel_values: torch.Tensor, grid: torch.Tensor):
+def vision_features(scope: Scope, pixel_values: torch.Tensor, grid: torch.Tensor):
     """(merger output per image, deepstack features per level and image or None)."""
-    device = next(scope.adapter.visual.parameters()).device
-    out = scope.model.model.get_image_features(pixel_values.to(device), grid.to(device))
-    deepstack = getattr(out, "deepstack_features", None) or None
-    return [e.to(scope.input_device) for e in out.pooler_output], deepstack
+    features, deepstack = scope.adapter.image_features(pixel_values, grid)
+    return [e.to(scope.input_device) for e in features], deepstack or None
 
 
-def new_cache(scope, ctx: Context | None = None, start: int = 0, copies: int = 1):
+def new_cache(scope: Scope, ctx: CleanRun | None = None, start: int = 0, copies: int = 1):
     """An empty cache, or the clean cache's first `start` positions shared by `copies` variants."""
     from transformers import DynamicCache
 
@@ -95,7 +97,7 @@ def new_cache(scope, ctx: Context | None = None, start: int = 0, copies: int = 1
     return DynamicCache(ddp_cache_data=data, config=config)
 
 
-def run_decoder(ctx: Context, embeds: torch.Tensor, start: int, cache, deepstack: list[torch.Tensor] | None,
+def run_decoder(ctx: CleanRun, embeds: torch.Tensor, start: int, cache, deepstack: list[torch.Tensor] | None,
                 positions: torch.Tensor | None = None) -> torch.Tensor:
     """Decoder pass over positions [start, start + L) of a batch of variants; final normed states.
 
@@ -105,14 +107,12 @@ def run_decoder(ctx: Context, embeds: torch.Tensor, start: int, cache, deepstack
     v, length = embeds.shape[:2]
     if positions is None:
         positions = ctx.positions[:, :, start:start + length].expand(3, v, -1)
-    kw = {}
     visual = ctx.visual[start:start + length]
-    if deepstack is not None and bool(visual.any()):
-        kw = {"visual_pos_masks": visual[None].expand(v, -1), "deepstack_visual_embeds": deepstack}
+    kw = ctx.scope.adapter.decoder_kwargs(visual[None].expand(v, -1), deepstack)
     out = ctx.scope.adapter.language_model(inputs_embeds=embeds, position_ids=positions, past_key_values=cache,
                                            use_cache=True, **kw)
     return out.last_hidden_state
 
 
-def log_probs(scope, hidden: torch.Tensor) -> torch.Tensor:
+def log_probs(scope: Scope, hidden: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(scope.adapter.lm_head(hidden).float(), dim=-1)

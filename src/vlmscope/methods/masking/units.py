@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import VlmscopeError
-from ..tokenmap import TokenMap, Visual
+from ...errors import VlmscopeError
+from ...tokenmap import TokenMap, Visual
 
 MODES = ("text", "vision", "both")
 TEXT_UNITS = ("token", "word")

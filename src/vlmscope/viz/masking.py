@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..viz.overlay import grid, overlay, side_by_side, to_pixels, token_grid
+from .overlay import grid, overlay, side_by_side, to_pixels, token_grid
 
 
 def save_heatmaps(result, out: Path, metric: str = "drop") -> list[Path]:
@@ -57,7 +57,7 @@ def save_text_importance(result, out: Path, metric: str = "drop") -> tuple[Path,
     page = (f"<!doctype html><meta charset='utf-8'><title>text importance</title>"
             f"<body style='font-family:sans-serif'><h3>{html.escape(result.prompt)}</h3>"
             f"<p>answer: <b>{html.escape(result.answer_text)}</b>; colour: {what} when the unit is masked "
-            f"({html.escape(result.settings.get('method', ''))}); hover for values</p>"
+            f"({html.escape(result.settings.get('perturbation', ''))}); hover for values</p>"
             f"<p>whole answer: {line(total)}</p><table>{rows}</table></body>")
     html_path = out / "text_importance.html"
     html_path.write_text(page)
