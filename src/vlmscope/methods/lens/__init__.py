@@ -58,7 +58,7 @@ def lens(scope, example, kind: str = "logit", layers="all", k: int = 5, index=No
         tok = scope.processor.tokenizer
         entries = {}
         for layer, (scores, ids) in top.items():
-            entries[layer] = [[Entry(tok.decode([int(i)]), float(s)) for s, i in zip(srow, irow)]
+            entries[layer] = [[Entry(tok.decode([int(i)]), float(s), token_id=int(i)) for s, i in zip(srow, irow)]
                               for srow, irow in zip(scores.tolist(), ids.tolist())]
     return Lens(kind, list(layers), entries, prompt=example.prompt, model=str(scope.source),
                 grids=[tuple(v.merged_thw) for v in tm.visuals], boxes=[v.token_boxes().tolist() for v in tm.visuals],

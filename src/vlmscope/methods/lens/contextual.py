@@ -81,7 +81,7 @@ def contextual_entries(index: ContextIndex, states: dict[int, torch.Tensor], k: 
                 if i < 0:
                     continue
                 text, cid, pos = index.token(int(i))
-                row.append(Entry(text, float(s), index.caption(cid), pos, cid))
+                row.append(Entry(text, float(s), index.caption(cid), pos, cid))  # token_id: see the part's token_id.npy
             rows.append(row)
         out[layer] = rows
     return out

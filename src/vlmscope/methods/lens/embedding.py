@@ -8,7 +8,7 @@ import torch
 
 @torch.inference_mode()
 def embedding_top(scope, states: dict[int, torch.Tensor], k: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """{layer: (cosines [Nv, k], token ids [Nv, k])}, best first."""
+    """{layer: (cosines [Nv, k], token ids [Nv, k])}, best first; an all-zero row has cosine 0."""
     emb = scope.adapter.language_model.embed_tokens.weight
     e = torch.nn.functional.normalize(emb.float(), dim=-1)
     out = {}

@@ -13,14 +13,15 @@ from ...errors import VlmscopeError
 
 @dataclass
 class Entry:
-    """One readout: the token text, its score (probability for the logit lens, cosine otherwise)
-    and, for the contextual lens, the caption it came from and its position in that caption."""
+    """One readout: the token text and id, its score (probability for the logit lens, cosine
+    otherwise) and, for the contextual lens, the caption it came from and its position in it."""
 
     text: str
     score: float
     caption: str | None = None
     position: int | None = None
     caption_id: int | None = None
+    token_id: int | None = None
 
 
 @dataclass
