@@ -244,7 +244,7 @@ def test_other_bad_input(synthetic_store):
         train(path, probe="svm")
     with pytest.raises(VlmscopeError, match="no sample column 'nope'"):
         train(path, label="nope")
-    with pytest.raises(VlmscopeError, match="label column 'gt_answer' has 3 values \('Yes', 'the red circle', 'two'\)"):
+    with pytest.raises(VlmscopeError, match=r"label column 'gt_answer' has 3 values \('Yes', 'the red circle', 'two'\)"):
         train(path, label="gt_answer")
     with pytest.raises(VlmscopeError, match="--folds must be at least 2"):
         train(path, folds=1)
