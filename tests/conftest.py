@@ -8,7 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+from vlmscope.models.registry import FAMILIES as _REGISTRY
+
+FAMILIES = list(_REGISTRY)  # every registered family gets the whole tiny-model suite
 
 
 @pytest.fixture(scope="session")
