@@ -71,8 +71,8 @@ def synthetic_store(tmp_path_factory):
     gen = np.where(y == 1, wrong, right)
     samples = {"question": np.array(["q"] * 240), "gt_answer": gt, "generated_answer": gen,
                "flag": y.astype(np.int64)}
-    path = write_store(tmp_path_factory.mktemp("st") / "store", feats, samples,
-                       ragged={"vision.merger": [rng.normal(size=(3 + i % 2, 4)).astype(np.float32) for i in range(240)]})
+    tokens = [rng.normal(size=(3 + i % 2, 4)).astype(np.float32) for i in range(240)]
+    path = write_store(tmp_path_factory.mktemp("st") / "store", feats, samples, ragged={"vision.merger": tokens})
     return path, y
 
 
@@ -244,7 +244,8 @@ def test_other_bad_input(synthetic_store):
         train(path, probe="svm")
     with pytest.raises(VlmscopeError, match="no sample column 'nope'"):
         train(path, label="nope")
-    with pytest.raises(VlmscopeError, match=r"label column 'gt_answer' has 3 values \('Yes', 'the red circle', 'two'\)"):
+    three = r"label column 'gt_answer' has 3 values \('Yes', 'the red circle', 'two'\)"
+    with pytest.raises(VlmscopeError, match=three):
         train(path, label="gt_answer")
     with pytest.raises(VlmscopeError, match="--folds must be at least 2"):
         train(path, folds=1)

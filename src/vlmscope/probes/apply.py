@@ -25,14 +25,16 @@ def save_probes(result, out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {f"{col}::{k}": np.ascontiguousarray(v) for col, p in result.probes.items() for k, v in p.tensors().items()}
+    tensors = {f"{col}::{k}": np.ascontiguousarray(v)
+               for col, p in result.probes.items() for k, v in p.tensors().items()}
     save_file(tensors, str(out / PROBE_FILE))
     scores = {r["feature"]: r for r in result.rows}
     meta = {"format": FORMAT, "version": 1, "probe": result.probe, "label": result.label, "store": result.store,
             "model": result.model, "folds": result.folds, "seed": result.seed, "n": result.n,
             "best": result.best()["feature"],
             "features": [{**f.to_dict(), "cv_auroc_mean": scores[f.column]["auroc_mean"],
-                          "cv_auroc_std": scores[f.column]["auroc_std"]} for f in result.features if f.column in result.probes]}
+                          "cv_auroc_std": scores[f.column]["auroc_std"]}
+                         for f in result.features if f.column in result.probes]}
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return out
 

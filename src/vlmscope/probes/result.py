@@ -46,7 +46,8 @@ class ProbeResult:
 
     def to_dict(self) -> dict:
         return {"store": self.store, "model": self.model, "label": self.label, "probe": self.probe,
-                "folds": self.folds, "seed": self.seed, "n": self.n, "baseline": self.baseline, "question_prior": self.prior, "rows": self.rows}
+                "folds": self.folds, "seed": self.seed, "n": self.n, "baseline": self.baseline,
+                "question_prior": self.prior, "rows": self.rows}
 
     def table(self) -> str:
         """A Markdown table, mean ± standard deviation over folds, with n, balance and baseline."""
@@ -73,7 +74,8 @@ class ProbeResult:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-        for ax, prefix, title in ((axes[0], "", f"{self.probe} probe"), (axes[1], "control_", "control: shuffled labels")):
+        panels = ((axes[0], "", f"{self.probe} probe"), (axes[1], "control_", "control: shuffled labels"))
+        for ax, prefix, title in panels:
             layers = sorted({r["layer"] for r in self.rows if r["layer"] is not None})
             for group, style in (("vt", "o-"), ("qt", "s-")):
                 rows = sorted((r for r in self.rows if r["group"] == group and r["layer"] is not None),

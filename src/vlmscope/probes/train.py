@@ -10,9 +10,9 @@ import numpy as np
 
 from ..errors import VlmscopeError
 from .cv import evaluate_feature
-from .features import parse_features, load_matrix
+from .features import load_matrix, parse_features
 from .labels import check_trainable, make_labels
-from .models import PROBES
+from .models import PROBES, make_probe
 from .result import ProbeResult
 
 
@@ -55,8 +55,6 @@ def train(store, label: str = "correct", probe: str = "logreg", features: str | 
         row = evaluate_feature(f, X, y, probe, folds, seed, control=control).summary()
         rows.append(row)
         if refit:
-            from .models import make_probe
-
             probes[f.column] = make_probe(probe, seed).fit(X, y)
         if progress is not None:
             progress(row)
