@@ -129,6 +129,19 @@ def to_rgb8(im, name: str = "image"):
     return im.convert("RGB")
 
 
+MAX_ASPECT_RATIO = 200  # the Qwen-VL processors refuse anything longer than this
+
+
+def check_aspect(image, source):
+    """The processor's aspect-ratio limit, as one line naming the image instead of its traceback."""
+    w, h = image.size
+    if max(w, h) >= MAX_ASPECT_RATIO * max(min(w, h), 1):
+        name = source if isinstance(source, (str, Path)) else "an image"
+        raise VlmscopeError(f"image {str(name)!r} is {w}x{h}: the Qwen-VL processors need an aspect ratio under "
+                            f"{MAX_ASPECT_RATIO}; crop or pad it")
+    return image
+
+
 def messages_for(ex: Example) -> list[dict]:
     content = [{"type": "image"} for _ in ex.images] + [{"type": "video"} for _ in ex.videos]
     if ex.prompt:
@@ -150,8 +163,8 @@ def prepare(adapter, examples: Example | Sequence[Example], images_root: str | P
     texts, images, videos, grids, sizes = [], [], [], [], []
     for ex in examples:
         texts.append(processor.apply_chat_template(messages_for(ex), tokenize=False, add_generation_prompt=True))
-        ims = [load_image(i, images_root) for i in ex.images]
-        vids = [[load_image(f, images_root) for f in frames] for frames in ex.videos]
+        ims = [check_aspect(load_image(i, images_root), i) for i in ex.images]
+        vids = [[check_aspect(load_image(f, images_root), f) for f in frames] for frames in ex.videos]
         images += ims
         videos += vids
         sizes.append([im.size for im in ims] + [v[0].size for v in vids])

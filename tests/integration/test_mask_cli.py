@@ -74,6 +74,7 @@ def test_mask_errors_are_one_line(tiny_dirs, tmp_path):
         (["--config", str(tmp_path / "none.yaml"), *model], "config file not found"),
     ]
     for argv, message in cases:
-        proc = subprocess.run([sys.executable, "-m", "vlmscope.cli", "mask", *argv], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "vlmscope.cli", "mask", *argv], capture_output=True, text=True,
+                              cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr

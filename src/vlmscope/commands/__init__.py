@@ -42,6 +42,7 @@ def add_example_args(p: argparse.ArgumentParser, *, out: str, images: str = "+",
     p.add_argument("--answer", default=None, help="explain / score this answer (teacher-forced) instead of generating")
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="longest generated answer")
     p.add_argument("--out", default=out, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace the output of an earlier run in --out")
 
 
 def check_out_dir(path: str | Path) -> Path:
@@ -57,13 +58,58 @@ def check_out_dir(path: str | Path) -> Path:
     return out
 
 
+MARKER = "vlmscope-output.json"
+
+
+def claim_out_dir(path: str | Path, command: str, overwrite: bool = False) -> Path:
+    """Make `path` this run's output directory, before any model loads.
+
+    A directory holding an earlier run's output is refused unless `overwrite` (then its contents
+    are removed first, so no stale file survives beside the new ones); a non-empty directory that
+    holds no vlmscope output is never cleared. The marker file says whether the run completed:
+    an interrupted run leaves ``"complete": false``.
+    """
+    import json
+    import shutil
+
+    from ..errors import VlmscopeError
+
+    out = check_out_dir(path)
+    if out.is_dir() and any(p.name != MARKER for p in out.iterdir()):  # a run that stopped before writing: reusable
+        marker = out / MARKER
+        if not marker.is_file():
+            raise VlmscopeError(f"--out {str(out)!r} is not empty and holds no vlmscope output; choose another directory")
+        if not overwrite:
+            try:
+                earlier = json.loads(marker.read_text()).get("command", "?")
+            except ValueError:
+                earlier = "?"
+            raise VlmscopeError(f"--out {str(out)!r} holds the output of an earlier run (vlmscope {earlier}); "
+                                "pass --overwrite to replace it, or choose another directory")
+        for item in out.iterdir():
+            shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(json.dumps({"command": command, "complete": False}))
+    return out
+
+
+def finish_out_dir(out: Path, command: str) -> None:
+    """Mark the output directory complete (last step of a command)."""
+    import json
+
+    (out / MARKER).write_text(json.dumps({"command": command, "complete": True}))
+
+
 def check_example_args(args) -> None:
     """Early checks of the example flags: image files exist, the answer length is positive."""
     from ..errors import VlmscopeError
 
+    from ..inputs import check_aspect, load_image
+
     for image in getattr(args, "image", None) or []:
         if not Path(image).is_file():
             raise VlmscopeError(f"image not found: {image!r}")
+        check_aspect(load_image(image), image)  # unreadable, giant or too elongated: one line now
     n = getattr(args, "max_new_tokens", None)
     if n is not None and n < 1:
         raise VlmscopeError(f"--max-new-tokens must be >= 1, got {n}")

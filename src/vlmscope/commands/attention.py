@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import add_example_args, add_model_args, check_example_args, load_from_args
+from . import add_example_args, add_model_args, check_example_args, claim_out_dir, finish_out_dir, load_from_args
 
 
 def cmd_attention(args) -> int:
@@ -17,6 +17,13 @@ def cmd_attention(args) -> int:
     if args.method == "raw":
         options["layer_agg"] = args.layer_agg
     method = map_method(args.method, **options)
+    formats = tuple(f.strip() for f in args.formats.split(","))
+    bad = [f for f in formats if f not in ("png", "npz", "html", "pdf")]
+    if bad:
+        from ..errors import VlmscopeError
+
+        raise VlmscopeError(f"unknown format {bad[0]!r}; choose from png, npz, html, pdf")
+    out = claim_out_dir(args.out, "attention", args.overwrite)
     scope = load_from_args(args)
     method.check(scope)
     ex = Example(args.prompt, images=args.image, answer=args.answer)
@@ -28,7 +35,8 @@ def cmd_attention(args) -> int:
         result.token_ids = [result.token_ids[j] for j in keep]
         if result.text_maps is not None:
             result.text_maps = result.text_maps[keep]
-    written = result.save(args.out, formats=tuple(args.formats.split(",")))
+    written = result.save(out, formats=formats)
+    finish_out_dir(out, "attention")
     print(f"answer: {result.answer}")
     if result.sinks:
         print(f"excluded attention sinks (vision token indices): {result.sinks}")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from . import add_example_args, add_model_args, check_example_args, load_from_args
+from . import add_example_args, add_model_args, check_example_args, claim_out_dir, finish_out_dir, load_from_args
 
 
 def cmd_capture(args) -> int:
@@ -16,13 +15,12 @@ def cmd_capture(args) -> int:
 
     check_example_args(args)
     plan = CapturePlan.of(args.sites, layers=args.layers, tokens=args.tokens, reduce=args.reduce)  # checks names
+    out = claim_out_dir(args.out, "capture", args.overwrite)
     scope = load_from_args(args)
     ex = Example(args.prompt, images=args.image, answer=args.answer)
     run = scope.generate if args.generate else scope.forward
     kw = {"max_new_tokens": args.max_new_tokens} if args.generate else {}
     trace = run(ex, plan, **kw)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     arrays = {k: v[0].float().numpy() for k, v in trace.captures.items()}
     np.savez(out / "captures.npz", **arrays)
     (out / "token_map.json").write_text(json.dumps(trace.token_maps[0].to_dict()))
@@ -30,6 +28,7 @@ def cmd_capture(args) -> int:
         print(f"answer: {trace.generated_text[0]}")
     for k, v in arrays.items():
         print(f"  {k:32s} {tuple(v.shape)}  norm {np.linalg.norm(v):.3f}")
+    finish_out_dir(out, "capture")
     print(f"wrote {out / 'captures.npz'} and {out / 'token_map.json'}")
     return 0
 

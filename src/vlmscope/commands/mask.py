@@ -3,7 +3,7 @@ for one image + prompt or for every run of a YAML file."""
 
 from __future__ import annotations
 
-from . import add_example_args, add_model_args, check_example_args, load_from_args
+from . import add_example_args, add_model_args, check_example_args, claim_out_dir, finish_out_dir, load_from_args
 
 # option flags default to None so that, with --config, only the flags given override the file
 OPTION_FLAGS = ("mode", "perturbation", "window", "stride", "text_unit", "image_index", "layers", "edges", "occlusion",
@@ -28,10 +28,13 @@ def cmd_mask(args) -> int:
 
     args.out = args.out or "vlmscope-out/mask"
     check_example_args(args)
+    options = MaskingOptions(**_overrides(args))
+    out_dir = claim_out_dir(args.out, "mask", args.overwrite)
     scope = load_from_args(args)
     result = mask_impact(scope, Example(args.prompt, images=args.image, answer=args.answer),
-                         MaskingOptions(**_overrides(args)))
-    out = result.save(args.out)
+                         options)
+    out = result.save(out_dir)
+    finish_out_dir(out_dir, "mask")
     print(f"answer: {result.answer_text!r} ({len(result.answer_ids)} tokens)")
     drop = result.impact("drop")
     print(f"{len(result.units)} units masked ({result.settings['perturbation']}) in {result.seconds:.2f} s; "
@@ -48,10 +51,12 @@ def _batch(args) -> int:
     from ..methods.masking.config import run_config
 
     records, summary = run_config(args.config, lambda model: load_from_args(args, model), out=args.out,
-                                  overrides=_overrides(args))
+                                  overrides=_overrides(args),
+                                  claim=lambda path: claim_out_dir(path, "mask --config", args.overwrite))
     for r in records:
         what = f"{r['answer']!r}, {r['units']} units, {r['seconds']} s" if r["status"] == "ok" else r["error"]
         print(f"  {r['name']:20s} {r['status']:5s}  {what}")
+    finish_out_dir(summary.parent, "mask --config")
     failed = sum(r["status"] != "ok" for r in records)
     print(f"{len(records) - failed} of {len(records)} runs done; wrote {summary}")
     return 1 if failed else 0

@@ -3,7 +3,7 @@ self-contained HTML report with a map of every generated token for every method.
 
 from __future__ import annotations
 
-from . import add_example_args, add_model_args, check_example_args, load_from_args
+from . import add_example_args, add_model_args, check_example_args, claim_out_dir, finish_out_dir, load_from_args
 
 
 def cmd_run(args) -> int:
@@ -12,9 +12,11 @@ def cmd_run(args) -> int:
 
     check_example_args(args)
     methods = check_method_names(args.methods)
+    out = claim_out_dir(args.out, "run", args.overwrite)
     scope = load_from_args(args)
-    answer, path = run_report(scope, args.image, args.prompt, args.out, methods=methods,
+    answer, path = run_report(scope, args.image, args.prompt, out, methods=methods,
                               max_new_tokens=args.max_new_tokens, answer=args.answer)
+    finish_out_dir(out, "run")
     print(answer)
     print(f"report: {path}")
     return 0

@@ -63,6 +63,17 @@ def check_weights(source: str) -> None:
                             "pickle weights can run arbitrary code; convert them with save_pretrained(safe_serialization=True)")
 
 
+def check_attention(name: str | None) -> None:
+    """A known attention kernel, named before any weight loads."""
+    if name is None:
+        return
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    known = ["eager", *sorted(k for k in ALL_ATTENTION_FUNCTIONS if not k.startswith("vlmscope_"))]
+    if name not in known:
+        raise VlmscopeError(f"unknown attention implementation {name!r}; choose from {', '.join(known)}")
+
+
 def load_model(model: str | Path | None = None, device: str = "auto", dtype="auto",
                attn_implementation: str | None = None, device_map: str | dict | None = None,
                trust_remote_code: bool = False, revision: str | None = None,
@@ -82,6 +93,7 @@ def load_model(model: str | Path | None = None, device: str = "auto", dtype="aut
         raise VlmscopeError(f"cannot load model {source!r}: {first}") from None
     cls = adapter_class(getattr(config, "model_type", ""))
     check_weights(source)
+    check_attention(attn_implementation)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     kw = {"dtype": torch_dtype, "use_safetensors": True, "trust_remote_code": trust_remote_code, "revision": revision}

@@ -61,25 +61,28 @@ def read_config(path: str | Path) -> dict:
 
 
 def run_config(path: str | Path, load_scope: Callable, out: str | Path | None = None,
-               overrides: dict | None = None) -> tuple[list[dict], Path]:
+               overrides: dict | None = None, claim: Callable[[Path], Path] | None = None) -> tuple[list[dict], Path]:
     """Run every entry of the config: one record per run, written to summary.json, and that file.
 
     ``load_scope(model_or_None)`` gives the Scope; ``overrides`` (options set on the command line)
-    replace the file's defaults.
+    replace the file's defaults; ``claim(out_dir)`` checks and prepares the output directory
+    before the model loads (default: create it).
     """
     config = read_config(path)
     root = config["root"]
     model = config.get("model")
     if model is not None and (root / str(model)).exists():
         model = str(root / str(model))
-    scope = load_scope(model)
-    out_dir = Path(out or root / str(config.get("out") or "masking-out"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    defaults = {**config["defaults"], **(overrides or {})}
     names = [str(run.get("name", f"run{i:03d}")) for i, run in enumerate(config["runs"])]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise VlmscopeError(f"run name {twice[0]!r} appears more than once in {str(path)!r}; each run writes its own folder")
+    out_dir = Path(out or root / str(config.get("out") or "masking-out"))
+    if claim is not None:
+        out_dir = claim(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scope = load_scope(model)
+    defaults = {**config["defaults"], **(overrides or {})}
     records = []
     for i, (run, name) in enumerate(zip(config["runs"], names)):
         record = {"run": i, "name": name}
