@@ -20,7 +20,9 @@ def test_run_writes_one_self_contained_report(tiny_dirs, tmp_path, capsys):
     assert printed[0] == answer["answer"] and printed[1].endswith("report.html")
     page = (out / "report.html").read_text()
     n = len(answer["tokens"])
-    assert page.count("data:image/png;base64,") == 4 * n  # raw, rollout, gradient, masking for every token
+    # raw, rollout, gradient, masking for every token, and the lens view's image
+    assert page.count("data:image/png;base64,") == 4 * n + 1
+    assert "logit lens of the vision tokens" in page and "srcdoc=" in page
     assert "<script src" not in page and 'src="http' not in page
 
 

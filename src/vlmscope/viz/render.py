@@ -75,11 +75,16 @@ def save_maps(result, out_dir, formats=("png", "npz", "html"), cmap: str = "jet"
 
 
 def html_report(title: str, answer: str, token_map: dict, methods: dict[str, list[list[Image.Image]]],
-                tokens: list[str], notes: dict[str, str] | None = None) -> str:
+                tokens: list[str], notes: dict[str, str] | None = None,
+                sections: list[tuple[str, str]] = ()) -> str:
     """One HTML file with every image embedded: pick a method and a token to see its map.
 
-    `methods[name][visual][j]` is the overlay of token j on visual k for that method.
+    `methods[name][visual][j]` is the overlay of token j on visual k for that method; `sections`
+    are (heading, self-contained page) pairs shown below, each in a sandboxed frame.
     """
+    frames = "".join(f'<h2>{html.escape(head)}</h2><iframe sandbox="allow-scripts" style="width:100%;height:760px;'
+                     f'border:1px solid #ccc" srcdoc="{html.escape(page, quote=True)}"></iframe>'
+                     for head, page in sections)
     payload = {name: [[data_uri(im) for im in per_visual] for per_visual in vis] for name, vis in methods.items()}
     buttons = "".join(f'<button class="tok" data-j="{j}">{html.escape(repr(t))}</button>' for j, t in enumerate(tokens))
     options = "".join(f'<option value="{html.escape(m)}">{html.escape(m)}</option>' for m in methods)
@@ -100,6 +105,7 @@ pre{{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}}
 <p>Method: <select id="method">{options}</select></p>
 <div id="tokens">{buttons}</div>
 <div>{imgs}</div>
+{frames}
 <details><summary>Token map</summary><pre>{html.escape(json.dumps(token_map, indent=1))}</pre></details>
 <script>
 const MAPS = {json.dumps(payload)};
