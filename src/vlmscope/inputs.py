@@ -30,10 +30,19 @@ class Example:
     id: str | None = None
 
     def __post_init__(self):
+        if not isinstance(self.prompt, str):
+            raise VlmscopeError(f"the prompt must be text, got {type(self.prompt).__name__}: {self.prompt!r}")
         if isinstance(self.images, (str, Path)) or hasattr(self.images, "size") and hasattr(self.images, "mode"):
             self.images = [self.images]
+        for what, items in (("images", self.images), ("video frames", [f for v in self.videos for f in v])):
+            if not isinstance(items, (list, tuple)) or any(not _image_like(i) for i in items):
+                raise VlmscopeError(f"{what} must be a list of paths or PIL images, got {items!r}")
         if not self.prompt.strip() and not self.images and not self.videos:
             raise VlmscopeError("empty example: give a prompt, an image or a video")
+
+
+def _image_like(item) -> bool:
+    return isinstance(item, (str, Path)) or hasattr(item, "convert")
 
 
 @dataclass

@@ -4,9 +4,9 @@ wrapper (capture/) and hands both to a Scope."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -35,14 +35,28 @@ class Provenance:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "revision": self.revision, "dtype": self.dtype,
-                "attn_implementation": self.attn_implementation, "min_pixels": self.min_pixels,
-                "max_pixels": self.max_pixels, **self.extra}
+        return {
+            "source": self.source,
+            "revision": self.revision,
+            "dtype": self.dtype,
+            "attn_implementation": self.attn_implementation,
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
+            **self.extra,
+        }
 
 
-def load(model: str | Path | None = None, device: str = "auto", dtype="auto", attn_implementation: str | None = None,
-         device_map: str | dict | None = None, trust_remote_code: bool = False, revision: str | None = None,
-         min_pixels: int | None = None, max_pixels: int | None = None) -> "Scope":
+def load(
+    model: str | Path | None = None,
+    device: str = "auto",
+    dtype="auto",
+    attn_implementation: str | None = None,
+    device_map: str | dict | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> Scope:
     """Load a Qwen-VL checkpoint (hub id or directory; none: the bundled shapes model) and return
     a Scope.
 
@@ -52,14 +66,31 @@ def load(model: str | Path | None = None, device: str = "auto", dtype="auto", at
     from .models.loading import load_model
 
     hf_model, processor, adapter, source = load_model(
-        model, device=device, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map,
-        trust_remote_code=trust_remote_code, revision=revision, min_pixels=min_pixels, max_pixels=max_pixels)
+        model,
+        device=device,
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+        device_map=device_map,
+        trust_remote_code=trust_remote_code,
+        revision=revision,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+    )
     base = install(hf_model)
     size = getattr(getattr(processor, "image_processor", None), "size", None)
-    pick = (lambda k: size.get(k) if isinstance(size, dict) else getattr(size, k, None)) if size is not None else (
-        lambda k: None)
-    provenance = Provenance(source, revision, str(next(hf_model.parameters()).dtype).replace("torch.", ""), base,
-                            pick("shortest_edge"), pick("longest_edge"))
+    pick = (
+        (lambda k: size.get(k) if isinstance(size, dict) else getattr(size, k, None))
+        if size is not None
+        else (lambda k: None)
+    )
+    provenance = Provenance(
+        source,
+        revision,
+        str(next(hf_model.parameters()).dtype).replace("torch.", ""),
+        base,
+        pick("shortest_edge"),
+        pick("longest_edge"),
+    )
     return Scope(hf_model, processor, adapter, provenance)
 
 
@@ -88,11 +119,16 @@ class Scope:
         return self.adapter.language_model.embed_tokens.weight.device
 
     def describe(self) -> dict:
-        return {"source": self.source, **self.adapter.describe(), "attn_implementation": self.attn_base,
-                "provenance": self.provenance.to_dict()}
+        return {
+            "source": self.source,
+            **self.adapter.describe(),
+            "attn_implementation": self.attn_base,
+            "provenance": self.provenance.to_dict(),
+        }
 
-    def prepare(self, examples: Example | str | Sequence[Example | str], images_root=None,
-                with_answers: bool = True) -> Batch:
+    def prepare(
+        self, examples: Example | str | Sequence[Example | str], images_root=None, with_answers: bool = True
+    ) -> Batch:
         return prepare(self.adapter, _examples(examples), images_root=images_root, with_answers=with_answers)
 
     def _batch(self, batch, with_answers: bool) -> Batch:
@@ -103,12 +139,23 @@ class Scope:
     def _plan(self, capture, layers, tokens, reduce) -> CapturePlan | None:
         if capture is None or isinstance(capture, CapturePlan):
             return capture
+        if not isinstance(capture, (str, list, tuple)) or not all(isinstance(c, str) for c in capture):
+            raise VlmscopeError(f"capture takes a site name, a list of site names or a CapturePlan, got {capture!r}")
         return CapturePlan.of(capture, layers=layers, tokens=tokens, reduce=reduce)
 
     @torch.inference_mode()
-    def forward(self, batch: Batch | Example | str | Sequence[Example | str], capture=None, *, layers="all",
-                tokens: str = "all", reduce: str = "none", dtype: torch.dtype | None = None,
-                early_stop: bool = True, edits: Edits | None = None) -> Trace:
+    def forward(
+        self,
+        batch: Batch | Example | str | Sequence[Example | str],
+        capture=None,
+        *,
+        layers="all",
+        tokens: str = "all",
+        reduce: str = "none",
+        dtype: torch.dtype | None = None,
+        early_stop: bool = True,
+        edits: Edits | None = None,
+    ) -> Trace:
         """One forward pass (answers teacher-forced) capturing `capture` (sites or a CapturePlan).
 
         ``edits`` maps concrete site names to functions that replace the tensor there (see
@@ -117,8 +164,15 @@ class Scope:
         batch = self._batch(batch, with_answers=True).to(self.input_device)
         plan = self._plan(capture, layers, tokens, reduce)
         requests = plan.resolve(self.adapter) if plan else []
-        run = CaptureRun(self.adapter, batch, requests, generating=False, dtype=dtype, early_stop=early_stop,
-                         edits=resolve_edits(self.adapter, edits))
+        run = CaptureRun(
+            self.adapter,
+            batch,
+            requests,
+            generating=False,
+            dtype=dtype,
+            early_stop=early_stop,
+            edits=resolve_edits(self.adapter, edits),
+        )
         with run.active():
             try:
                 self.model(**batch.inputs, use_cache=False)
@@ -127,9 +181,19 @@ class Scope:
         return run.finish([tm.length for tm in batch.token_maps])
 
     @torch.inference_mode()
-    def generate(self, batch: Batch | Example | str | Sequence[Example | str], capture=None, *, layers="all",
-                 tokens: str = "generated", reduce: str = "none", dtype: torch.dtype | None = None,
-                 max_new_tokens: int = 32, edits: Edits | None = None, **generate_kwargs) -> Trace:
+    def generate(
+        self,
+        batch: Batch | Example | str | Sequence[Example | str],
+        capture=None,
+        *,
+        layers="all",
+        tokens: str = "generated",
+        reduce: str = "none",
+        dtype: torch.dtype | None = None,
+        max_new_tokens: int = 32,
+        edits: Edits | None = None,
+        **generate_kwargs,
+    ) -> Trace:
         """Greedy generation capturing `capture` at the prefill and every decode step.
 
         ``tokens="generated"`` keeps, for each generated token j, the position whose output
@@ -137,20 +201,29 @@ class Scope:
         """
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise VlmscopeError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
+        given = [batch] if isinstance(batch, Example) else batch.examples if isinstance(batch, Batch) else (
+            list(batch) if not isinstance(batch, str) else [])
+        if any(isinstance(e, Example) and e.answer is not None for e in given):
+            raise VlmscopeError("generate() takes prompts without answers; use forward() to score an answer")
         batch = self._batch(batch, with_answers=False)
         if any(tm.answer is not None for tm in batch.token_maps):
             raise VlmscopeError("generate() takes prompts without answers; use forward() to score an answer")
         batch = batch.to(self.input_device)
         plan = self._plan(capture, layers, tokens, reduce)
         requests = plan.resolve(self.adapter) if plan else []
-        run = CaptureRun(self.adapter, batch, requests, generating=True, dtype=dtype,
-                         edits=resolve_edits(self.adapter, edits))
-        kw = {"do_sample": False, "max_new_tokens": max_new_tokens, "pad_token_id": self.processor.tokenizer.pad_token_id,
-              **generate_kwargs}
+        run = CaptureRun(
+            self.adapter, batch, requests, generating=True, dtype=dtype, edits=resolve_edits(self.adapter, edits)
+        )
+        kw = {
+            "do_sample": False,
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": self.processor.tokenizer.pad_token_id,
+            **generate_kwargs,
+        }
         with run.active():
             out = self.model.generate(**batch.inputs, **kw)
         sequences = out.sequences if hasattr(out, "sequences") else out
-        new = sequences[:, batch.length:].tolist()
+        new = sequences[:, batch.length :].tolist()
         stops = self.stop_ids()
         generated = []
         for ids in new:
@@ -180,7 +253,9 @@ def _examples(examples):
     try:
         items = list(examples)
     except TypeError:
-        raise VlmscopeError(f"expected an Example, a prompt string or a list of them, got {type(examples).__name__}") from None
+        raise VlmscopeError(
+            f"expected an Example, a prompt string or a list of them, got {type(examples).__name__}"
+        ) from None
     bad = [type(e).__name__ for e in items if not isinstance(e, (Example, str))]
     if bad:
         raise VlmscopeError(f"expected Examples or prompt strings, got {bad[0]}")

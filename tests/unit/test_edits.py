@@ -8,6 +8,7 @@ import torch
 import vlmscope
 from conftest import random_image
 from vlmscope import Edit, Example, VlmscopeError
+from vlmscope.assets import HERE
 from vlmscope.methods import Answer, mask_impact
 from vlmscope.methods.masking import Unit
 
@@ -93,7 +94,7 @@ def test_ablating_one_head_changes_only_what_that_head_writes(scopes):
 def test_zero_edit_of_the_merger_equals_masking_zero_replacement():
     """On the bundled Qwen3-VL the zero replacement also zeroes the token's deepstack rows."""
     scope = vlmscope.load(device="cpu", dtype="float32")
-    ex = Example("What colour is the square?", images=[str(vlmscope.assets.HERE / "examples" / "shapes_demo.png")])
+    ex = Example("What colour is the square?", images=[str(HERE / "examples" / "shapes_demo.png")])
     answer = Answer.resolve(scope, ex, max_new_tokens=3)
     cell = 8
     pos = answer.token_map.visuals[0].positions[cell]

@@ -234,13 +234,14 @@ def test_contextual_lens_colour_beats_chance_on_shapes_model(shapes_scope, tmp_p
 
 def test_lens_methods_share_the_method_call_and_equal_the_lens_function():
     import vlmscope
+    from vlmscope.assets import HERE
     from vlmscope.methods import Answer
     from vlmscope.methods.lens import lens
     from vlmscope.methods.lens.method import LENS_METHODS
 
     scope = vlmscope.load(device="cpu", dtype="float32")
     ex = vlmscope.Example("What colour is the square?",
-                          images=[str(vlmscope.assets.HERE / "examples" / "shapes_demo.png")])
+                          images=[str(HERE / "examples" / "shapes_demo.png")])
     answer = Answer.resolve(scope, ex, max_new_tokens=2)
     for kind in ("logit", "embedding"):
         via_method = LENS_METHODS[kind](layers="-1", k=3).attribute(scope, ex, answer)

@@ -13,8 +13,8 @@ site, so a capture sees the edited value.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import torch
 
@@ -41,6 +41,8 @@ class EditRequest:
 
 def resolve_edits(adapter, edits: Mapping[str, Callable | Edit] | None) -> list[EditRequest]:
     """Check every edit against the model: a concrete, editable site and a callable."""
+    if edits is not None and not isinstance(edits, Mapping):
+        raise VlmscopeError(f"edits takes a mapping of site name -> function or Edit, got {type(edits).__name__}")
     out = []
     for name, edit in (edits or {}).items():
         edit = edit if isinstance(edit, Edit) else Edit(edit)

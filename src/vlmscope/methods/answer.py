@@ -13,6 +13,7 @@ import torch
 
 from ..capture.plan import CapturePlan
 from ..capture.trace import Trace
+from ..errors import VlmscopeError
 from ..inputs import Batch, Example
 from ..tokenmap import TokenMap
 
@@ -35,8 +36,14 @@ class Answer:
     trace: Trace | None = None
 
     @classmethod
-    def resolve(cls, scope: Scope, example: Example, max_new_tokens: int = 32, capture: CapturePlan | None = None,
-                dtype: torch.dtype | None = None) -> Answer:
+    def resolve(
+        cls,
+        scope: Scope,
+        example: Example,
+        max_new_tokens: int = 32,
+        capture: CapturePlan | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Answer:
         """``example.answer`` teacher-forced when given, else the model's greedy answer; `capture`
         is taken during that generate (or the teacher-forced forward) so methods can reuse it."""
         prompt = replace(example, answer=None)
@@ -44,21 +51,32 @@ class Answer:
         if example.answer is not None:
             trace = scope.forward(example, capture, dtype=dtype) if capture is not None else None
             tm = trace.token_maps[0] if trace is not None else scope.prepare(example).token_maps[0]
-            ids, generated = tm.input_ids[tm.answer[0]:tm.answer[1]], False
+            ids, generated = tm.input_ids[tm.answer[0] : tm.answer[1]], False
         else:
             trace = scope.generate(prompt, capture, max_new_tokens=max_new_tokens, dtype=dtype)
             tm, ids, generated = trace.token_maps[0], trace.generated_ids[0], True
-        return cls(prompt, tm, list(ids), tok.decode(ids, skip_special_tokens=True), [tok.decode([t]) for t in ids],
-                   generated, trace if capture is not None else None)
+        return cls(
+            prompt,
+            tm,
+            list(ids),
+            tok.decode(ids, skip_special_tokens=True),
+            [tok.decode([t]) for t in ids],
+            generated,
+            trace if capture is not None else None,
+        )
 
     @classmethod
     def of_ids(cls, scope: Scope, example: Example, ids: list[int]) -> Answer:
         """An answer given as token ids (e.g. another method's generate), teacher-forced."""
+        if not ids or not all(isinstance(i, int) or (hasattr(i, "item") and float(i) == int(i)) for i in ids):
+            raise VlmscopeError(f"answer ids must be a non-empty list of token ids, got {list(ids)[:5]!r}")
+        ids = [int(i) for i in ids]
         prompt = replace(example, answer=None)
         tm = scope.prepare(prompt, with_answers=False).token_maps[0].with_answer(list(ids))
         tok = scope.processor.tokenizer
-        return cls(prompt, tm, list(ids), tok.decode(ids, skip_special_tokens=True), [tok.decode([t]) for t in ids],
-                   False)
+        return cls(
+            prompt, tm, list(ids), tok.decode(ids, skip_special_tokens=True), [tok.decode([t]) for t in ids], False
+        )
 
     @property
     def rows(self) -> list[int]:

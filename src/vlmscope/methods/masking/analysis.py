@@ -32,8 +32,15 @@ if TYPE_CHECKING:
     from ...scope import Scope
 
 
-def mask_impact(scope: Scope, example: Example, options: MaskingOptions | None = None, *,
-                answer_ids: list[int] | None = None, units: list[Unit] | None = None, **overrides) -> MaskingResult:
+def mask_impact(
+    scope: Scope,
+    example: Example,
+    options: MaskingOptions | None = None,
+    *,
+    answer_ids: list[int] | None = None,
+    units: list[Unit] | None = None,
+    **overrides,
+) -> MaskingResult:
     """Mask every unit of `example` and score the answer under each.
 
     The answer is `answer_ids`, else ``example.answer``, else the model's own greedy answer of up to
@@ -41,14 +48,19 @@ def mask_impact(scope: Scope, example: Example, options: MaskingOptions | None =
     and ``text_unit`` would build (e.g. the tokens of an object against as many background tokens).
     """
     started = time.perf_counter()
+    unknown = sorted(set(overrides) - set(MaskingOptions.__dataclass_fields__))
+    if unknown:
+        raise VlmscopeError(f"unknown masking option {unknown[0]!r}; accepted: "
+                            f"{', '.join(MaskingOptions.__dataclass_fields__)}")
     opts = replace(options or MaskingOptions(), **overrides)
     pert = check_options(scope, opts)
     if example.videos:
         raise VlmscopeError("masking takes images and text; this example has a video")
     batch = scope.prepare(replace(example, answer=None), with_answers=False)
     if units is None:
-        units = build_units(batch.token_maps[0], scope.processor.tokenizer, opts.mode, opts.window, opts.stride,
-                            opts.text_unit)
+        units = build_units(
+            batch.token_maps[0], scope.processor.tokenizer, opts.mode, opts.window, opts.stride, opts.text_unit
+        )
     elif not units or any(not u.positions or max(u.positions) > batch.token_maps[0].query for u in units):
         raise VlmscopeError("custom units must be non-empty and lie inside the prompt")
     if opts.image_index is not None:
@@ -68,20 +80,42 @@ def mask_impact(scope: Scope, example: Example, options: MaskingOptions | None =
     regenerated = _regenerate(ctx, units, first_change, pert, opts) if opts.regenerate else None
     tok = scope.processor.tokenizer
     return MaskingResult(
-        settings={**asdict(opts), "edges": list(pert.edges), "layers": sorted(pert.layers) if pert.layers else "all",
-                  "model": scope.source},
-        prompt=example.prompt, answer_ids=list(answer_ids), answer_tokens=[tok.decode([t]) for t in answer_ids],
+        settings={
+            **asdict(opts),
+            "edges": list(pert.edges),
+            "layers": sorted(pert.layers) if pert.layers else "all",
+            "model": scope.source,
+        },
+        prompt=example.prompt,
+        answer_ids=list(answer_ids),
+        answer_tokens=[tok.decode([t]) for t in answer_ids],
         answer_text=tok.decode(list(answer_ids), skip_special_tokens=True),
         clean_logprobs=ctx.clean_logp.gather(-1, ctx.answer[:, None])[:, 0].cpu().numpy(),
-        units=units, delta_logprob=delta, kl=kl, first_change=first_change, token_map=ctx.tm,
-        regenerated=regenerated, images=[load_image(im) for im in example.images],
-        seconds=time.perf_counter() - started)
+        units=units,
+        delta_logprob=delta,
+        kl=kl,
+        first_change=first_change,
+        token_map=ctx.tm,
+        regenerated=regenerated,
+        images=[load_image(im) for im in example.images],
+        seconds=time.perf_counter() - started,
+    )
 
 
-def vision_importance(scope: Scope, example: Example, token: int | None = 0, *, image: int = 0,
-                      perturbation: str = "knockout",
-                      layers="all", edges="all", metric: str = "drop", answer_ids: list[int] | None = None,
-                      max_new_tokens: int = 16, batch_size: int = 32) -> np.ndarray:
+def vision_importance(
+    scope: Scope,
+    example: Example,
+    token: int | None = 0,
+    *,
+    image: int = 0,
+    perturbation: str = "knockout",
+    layers="all",
+    edges="all",
+    metric: str = "drop",
+    answer_ids: list[int] | None = None,
+    max_new_tokens: int = 16,
+    batch_size: int = 32,
+) -> np.ndarray:
     """[Nv] importance of each vision token of `image` for answer token `token` (None: the whole
     answer): the drop in its log-probability (``metric="drop"``) or the KL divergence (``"kl"``)
     when that one token is masked. Raster order, as ``TokenMap.visuals[image].token_boxes()``.
@@ -89,20 +123,29 @@ def vision_importance(scope: Scope, example: Example, token: int | None = 0, *, 
     One call scores every answer token; for several tokens call `mask_impact` once and read
     ``result.vision_map(image, token)``.
     """
-    opts = MaskingOptions(mode="vision", perturbation=perturbation, window=1, image_index=image, layers=layers, edges=edges,
-                          max_new_tokens=max_new_tokens, batch_size=batch_size)
+    opts = MaskingOptions(
+        mode="vision",
+        perturbation=perturbation,
+        window=1,
+        image_index=image,
+        layers=layers,
+        edges=edges,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
     return mask_impact(scope, example, opts, answer_ids=answer_ids).vision_map(image, token, metric)
 
 
 def _answer(scope: Scope, example: Example, max_new_tokens: int) -> list[int]:
     if example.answer is not None:
         tm = scope.prepare(example).token_maps[0]
-        return tm.input_ids[tm.answer[0]:tm.answer[1]]
+        return tm.input_ids[tm.answer[0] : tm.answer[1]]
     return scope.generate(replace(example, answer=None), max_new_tokens=max_new_tokens).generated_ids[0]
 
 
-def _regenerate(ctx: CleanRun, units: list[Unit], first_change: list[int | None], pert: Perturbation,
-                opts: MaskingOptions) -> list[str]:
+def _regenerate(
+    ctx: CleanRun, units: list[Unit], first_change: list[int | None], pert: Perturbation, opts: MaskingOptions
+) -> list[str]:
     """Greedy answers under each unit's masking. Only units whose teacher-forced greedy choice
     differs somewhere are run: the others keep the scored answer token for token."""
     tok = ctx.scope.processor.tokenizer
@@ -110,8 +153,9 @@ def _regenerate(ctx: CleanRun, units: list[Unit], first_change: list[int | None]
     out = [same] * len(units)
     changed = [i for i, c in enumerate(first_change) if c is not None]
     for chunk in plan_chunks(units, changed, opts.batch_size):
-        answers = regenerate_chunk(ctx, [units[i] for i in chunk], chunk, pert, opts.max_new_tokens,
-                                   ctx.scope.stop_ids())
+        answers = regenerate_chunk(
+            ctx, [units[i] for i in chunk], chunk, pert, opts.max_new_tokens, ctx.scope.stop_ids()
+        )
         for i, a in zip(chunk, answers):
             out[i] = tok.decode(a, skip_special_tokens=True)
     return out
