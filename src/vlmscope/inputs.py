@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -62,7 +63,7 @@ class Batch:
     def length(self) -> int:
         return int(self.inputs["input_ids"].shape[1])
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         self.inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.inputs.items()}
         return self
 
@@ -100,8 +101,10 @@ def load_image(item: ImageLike, root: str | Path | None = None):
                 _check_size(im, name)
                 return to_rgb8(im, name)
     except Image.DecompressionBombError as e:
-        raise VlmscopeError(f"{name} is too large to open ({e}); vlmscope opens images of at most "
-                            f"{MAX_IMAGE_PIXELS} pixels (vlmscope.inputs.MAX_IMAGE_PIXELS)") from None
+        raise VlmscopeError(
+            f"{name} is too large to open ({e}); vlmscope opens images of at most "
+            f"{MAX_IMAGE_PIXELS} pixels (vlmscope.inputs.MAX_IMAGE_PIXELS)"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         if isinstance(e, VlmscopeError):
             raise
@@ -111,8 +114,10 @@ def load_image(item: ImageLike, root: str | Path | None = None):
 def _check_size(im, name: str) -> None:
     w, h = im.size
     if w * h > MAX_IMAGE_PIXELS:
-        raise VlmscopeError(f"{name} is too large: {w}x{h} = {w * h} pixels; vlmscope opens images of at most "
-                            f"{MAX_IMAGE_PIXELS} pixels (vlmscope.inputs.MAX_IMAGE_PIXELS)")
+        raise VlmscopeError(
+            f"{name} is too large: {w}x{h} = {w * h} pixels; vlmscope opens images of at most "
+            f"{MAX_IMAGE_PIXELS} pixels (vlmscope.inputs.MAX_IMAGE_PIXELS)"
+        )
 
 
 def to_rgb8(im, name: str = "image"):
@@ -131,8 +136,10 @@ def to_rgb8(im, name: str = "image"):
             lo, hi, top = 0.0, 65535.0, 65535.0
         if a.size and (not np.isfinite(a).all() or a.min() < lo or a.max() > hi):
             bad = "non-finite" if not np.isfinite(a).all() else f"in [{a.min():g}, {a.max():g}]"
-            raise VlmscopeError(f"{name} has {mode!r} pixels {bad}; vlmscope reads float images in [0, 1] and "
-                                f"integer images in [0, 65535] (16 bits): convert it to 8-bit RGB first")
+            raise VlmscopeError(
+                f"{name} has {mode!r} pixels {bad}; vlmscope reads float images in [0, 1] and "
+                f"integer images in [0, 65535] (16 bits): convert it to 8-bit RGB first"
+            )
         grey = np.rint(a * (255.0 / top)).astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
     return im.convert("RGB")
@@ -145,9 +152,11 @@ def check_aspect(image, source):
     """The processor's aspect-ratio limit, as one line naming the image instead of its traceback."""
     w, h = image.size
     if max(w, h) >= MAX_ASPECT_RATIO * max(min(w, h), 1):
-        name = source if isinstance(source, (str, Path)) else "an image"
-        raise VlmscopeError(f"image {str(name)!r} is {w}x{h}: the Qwen-VL processors need an aspect ratio under "
-                            f"{MAX_ASPECT_RATIO}; crop or pad it")
+        name = f"image {str(source)!r}" if isinstance(source, (str, Path)) else "an image"
+        raise VlmscopeError(
+            f"{name} is {w}x{h}: the Qwen-VL processors need an aspect ratio under "
+            f"{MAX_ASPECT_RATIO}; crop or pad it"
+        )
     return image
 
 
@@ -161,15 +170,16 @@ def messages_for(ex: Example) -> list[dict]:
     return msgs
 
 
-def prepare(adapter, examples: Example | Sequence[Example], images_root: str | Path | None = None,
-            with_answers: bool = True) -> Batch:
+def prepare(
+    adapter, examples: Example | Sequence[Example], images_root: str | Path | None = None, with_answers: bool = True
+) -> Batch:
     """Render the chat template, run the processor, append answers (teacher forcing), left-pad,
     and build a TokenMap per example."""
     examples = [examples] if isinstance(examples, Example) else list(examples)
     if not examples:
         raise VlmscopeError("no examples to prepare")
     processor = adapter.processor
-    texts, images, videos, grids, sizes = [], [], [], [], []
+    texts, images, videos, sizes = [], [], [], []
     for ex in examples:
         texts.append(processor.apply_chat_template(messages_for(ex), tokenize=False, add_generation_prompt=True))
         ims = [check_aspect(load_image(i, images_root), i) for i in ex.images]
@@ -203,11 +213,22 @@ def prepare(adapter, examples: Example | Sequence[Example], images_root: str | P
             for k in seq_keys:
                 if k not in ("input_ids", "attention_mask"):
                     row[k] += [0] * len(ans)
-        grid_list = ([("image", tuple(next(image_grids))) for _ in ex.images]
-                     + [("video", tuple(next(video_grids))) for _ in ex.videos])
-        maps.append(build_token_map(row["input_ids"], prompt_len, adapter.token_ids, grid_list, sizes[b],
-                                    adapter.patch_size, adapter.merge_size, adapter.temporal_patch_size,
-                                    adapter.turn_header))
+        grid_list = [("image", tuple(next(image_grids))) for _ in ex.images] + [
+            ("video", tuple(next(video_grids))) for _ in ex.videos
+        ]
+        maps.append(
+            build_token_map(
+                row["input_ids"],
+                prompt_len,
+                adapter.token_ids,
+                grid_list,
+                sizes[b],
+                adapter.patch_size,
+                adapter.merge_size,
+                adapter.temporal_patch_size,
+                adapter.turn_header,
+            )
+        )
         rows.append(row)
 
     length = max(len(r["input_ids"]) for r in rows)

@@ -196,7 +196,7 @@ def test_bad_rows_are_recorded_and_nothing_leaves_the_output(tiny_dirs, tmp_path
     reasons = {f["sample_id"]: (f["stage"], f["reason"]) for f in failures}
     assert "image not found" in reasons["2"][1] and "cannot read image" in reasons["3"][1]
     assert "escapes the images directory" in reasons["4"][1] and reasons["5"][0] == "source"
-    assert reasons["7"] == ("input", "ValueError: absolute aspect ratio must be smaller than 200, got 300.0")
+    assert reasons["7"][0] == "input" and "is 300x1: the Qwen-VL processors need an aspect ratio under 200" in reasons["7"][1]
     with vlmscope.store.open(out) as store:
         assert store.samples()["sample_id"].tolist() == ["1", "6"]
     assert all(out in p.parents for p in set(tmp_path.rglob("*")) - before - {out})
