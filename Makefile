@@ -28,6 +28,9 @@ demo: venv
 	$(BIN)/vlmscope demo
 
 test: venv
+	$(BIN)/ruff check src
+	$(BIN)/ruff format --check src
+	$(BIN)/mypy src
 	$(BIN)/python -m pytest -n 2 -q tests
 
 clean:

@@ -13,11 +13,22 @@ from __future__ import annotations
 __version__ = "0.1.0"
 # public name -> module that defines it; imported on first use
 _LAZY = {
-    "load": "scope", "Scope": "scope", "Example": "inputs", "CapturePlan": "capture.plan", "Edit": "capture.edits",
-    "Trace": "capture.trace", "TokenMap": "tokenmap", "VlmscopeError": "errors",
-    "Answer": "methods.answer", "TokenMaps": "methods.token_maps", "explain": "methods.registry",
-    "map_method": "methods.registry", "MAP_METHODS": "methods.registry",
-    "mask_impact": "methods.masking", "MaskingOptions": "methods.masking", "MapMethod": "methods.base",
+    "load": "scope",
+    "Scope": "scope",
+    "Example": "inputs",
+    "CapturePlan": "capture.plan",
+    "Edit": "capture.edits",
+    "Trace": "capture.trace",
+    "TokenMap": "tokenmap",
+    "VlmscopeError": "errors",
+    "Answer": "methods.answer",
+    "TokenMaps": "methods.token_maps",
+    "explain": "methods.registry",
+    "map_method": "methods.registry",
+    "MAP_METHODS": "methods.registry",
+    "mask_impact": "methods.masking",
+    "MaskingOptions": "methods.masking",
+    "MapMethod": "methods.base",
 }
 __all__ = ["__version__", *_LAZY]
 

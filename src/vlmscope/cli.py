@@ -9,7 +9,20 @@ import sys
 from .errors import VlmscopeError
 
 # one module per command under vlmscope/commands/, each with register(subparsers)
-COMMANDS = ["inspect", "lens", "capture", "attention", "run", "extract", "store", "mask", "evaluate", "shapes", "probe", "demo"]
+COMMANDS = [
+    "inspect",
+    "lens",
+    "capture",
+    "attention",
+    "run",
+    "extract",
+    "store",
+    "mask",
+    "evaluate",
+    "shapes",
+    "probe",
+    "demo",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

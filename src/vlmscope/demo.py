@@ -37,8 +37,8 @@ def _demo_example(out: Path) -> tuple[Path, str]:
 
 
 def run_demo(args) -> int:
-    from .scope import load
     from .report import run_report
+    from .scope import load
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -154,8 +154,7 @@ def check_aspect(image, source):
     if max(w, h) >= MAX_ASPECT_RATIO * max(min(w, h), 1):
         name = f"image {str(source)!r}" if isinstance(source, (str, Path)) else "an image"
         raise VlmscopeError(
-            f"{name} is {w}x{h}: the Qwen-VL processors need an aspect ratio under "
-            f"{MAX_ASPECT_RATIO}; crop or pad it"
+            f"{name} is {w}x{h}: the Qwen-VL processors need an aspect ratio under {MAX_ASPECT_RATIO}; crop or pad it"
         )
     return image
 

@@ -23,5 +23,7 @@ def check_context_length(config, length: int, new_tokens: int = 0) -> str | None
     if limit is None or total <= limit:
         return None
     what = f"{length} tokens" + (f" + {new_tokens} to generate = {total}" if new_tokens else "")
-    return (f"the prompt is {what}, longer than the model's context of {limit} tokens "
-            f"(text_config.max_position_embeddings); shorten the prompt or lower max_pixels")
+    return (
+        f"the prompt is {what}, longer than the model's context of {limit} tokens "
+        f"(text_config.max_position_embeddings); shorten the prompt or lower max_pixels"
+    )

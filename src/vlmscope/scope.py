@@ -201,8 +201,13 @@ class Scope:
         """
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise VlmscopeError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
-        given = [batch] if isinstance(batch, Example) else batch.examples if isinstance(batch, Batch) else (
-            list(batch) if not isinstance(batch, str) else [])
+        given = (
+            [batch]
+            if isinstance(batch, Example)
+            else batch.examples
+            if isinstance(batch, Batch)
+            else (list(batch) if not isinstance(batch, str) else [])
+        )
         if any(isinstance(e, Example) and e.answer is not None for e in given):
             raise VlmscopeError("generate() takes prompts without answers; use forward() to score an answer")
         batch = self._batch(batch, with_answers=False)

@@ -81,24 +81,82 @@ VISUAL = "model.visual"
 DECODER = "model.language_model"
 
 BASE_SITES: tuple[SiteSpec, ...] = (
-    SiteSpec("vision.patch_embed", f"{VISUAL}.patch_embed", "post", "patches", "decoder",
-             "[Np, Cv] patch embeddings, raster order (t, h, w)"),
-    SiteSpec("vision.blocks.{i}", f"{VISUAL}.blocks.{{i}}", "post", "patches", "decoder",
-             "[Np, Cv] output of vision block i, raster order (t, h, w)", order="tower", counts="blocks"),
-    SiteSpec("vision.merger", f"{VISUAL}.merger", "post", "tokens", "decoder",
-             "[Nv, D] projected vision tokens (what replaces the image pads)", order="tower"),
-    SiteSpec("llm.embed", "@stream.0", "pre", "sequence", "decoder",
-             "[T, D] input embeddings with image features merged (= hidden_states[0])"),
-    SiteSpec("llm.layers.{i}", "@stream.{next}", "pre", "sequence", "layer",
-             "[T, D] residual stream leaving decoder layer i (what layer i+1 receives)"),
-    SiteSpec("llm.layers.{i}.pre_deepstack", f"{DECODER}.layers.{{i}}", "post", "sequence", "layer",
-             "[T, D] raw output of decoder layer i, before any deepstack injection"),
-    SiteSpec("llm.layers.{i}.attn", f"{DECODER}.layers.{{i}}.self_attn", "attention", "attention", "layer",
-             "[H, q, T] attention probabilities of the requested query rows", editable=False),
-    SiteSpec("llm.layers.{i}.heads", f"{DECODER}.layers.{{i}}.self_attn.o_proj", "pre", "sequence", "layer",
-             "[T, H*d] every head's attention output, concatenated, before the output projection"),
-    SiteSpec("llm.norm", f"{DECODER}.norm", "post", "sequence", "norm",
-             "[T, D] final normed hidden state (= hidden_states[-1])"),
+    SiteSpec(
+        "vision.patch_embed",
+        f"{VISUAL}.patch_embed",
+        "post",
+        "patches",
+        "decoder",
+        "[Np, Cv] patch embeddings, raster order (t, h, w)",
+    ),
+    SiteSpec(
+        "vision.blocks.{i}",
+        f"{VISUAL}.blocks.{{i}}",
+        "post",
+        "patches",
+        "decoder",
+        "[Np, Cv] output of vision block i, raster order (t, h, w)",
+        order="tower",
+        counts="blocks",
+    ),
+    SiteSpec(
+        "vision.merger",
+        f"{VISUAL}.merger",
+        "post",
+        "tokens",
+        "decoder",
+        "[Nv, D] projected vision tokens (what replaces the image pads)",
+        order="tower",
+    ),
+    SiteSpec(
+        "llm.embed",
+        "@stream.0",
+        "pre",
+        "sequence",
+        "decoder",
+        "[T, D] input embeddings with image features merged (= hidden_states[0])",
+    ),
+    SiteSpec(
+        "llm.layers.{i}",
+        "@stream.{next}",
+        "pre",
+        "sequence",
+        "layer",
+        "[T, D] residual stream leaving decoder layer i (what layer i+1 receives)",
+    ),
+    SiteSpec(
+        "llm.layers.{i}.pre_deepstack",
+        f"{DECODER}.layers.{{i}}",
+        "post",
+        "sequence",
+        "layer",
+        "[T, D] raw output of decoder layer i, before any deepstack injection",
+    ),
+    SiteSpec(
+        "llm.layers.{i}.attn",
+        f"{DECODER}.layers.{{i}}.self_attn",
+        "attention",
+        "attention",
+        "layer",
+        "[H, q, T] attention probabilities of the requested query rows",
+        editable=False,
+    ),
+    SiteSpec(
+        "llm.layers.{i}.heads",
+        f"{DECODER}.layers.{{i}}.self_attn.o_proj",
+        "pre",
+        "sequence",
+        "layer",
+        "[T, H*d] every head's attention output, concatenated, before the output projection",
+    ),
+    SiteSpec(
+        "llm.norm",
+        f"{DECODER}.norm",
+        "post",
+        "sequence",
+        "norm",
+        "[T, D] final normed hidden state (= hidden_states[-1])",
+    ),
     SiteSpec("logits", "lm_head", "post", "sequence", "end", "[T, V] output logits"),
 )
 
@@ -126,7 +184,9 @@ def check_table(sites: tuple[SiteSpec, ...]) -> None:
     seen = set()
     for s in sites:
         if s.layout not in LAYOUTS or s.ready not in READY or s.hook not in ("pre", "post", "attention"):
-            raise VlmscopeError(f"bad site table entry {s.group}: layout {s.layout!r}, ready {s.ready!r}, hook {s.hook!r}")
+            raise VlmscopeError(
+                f"bad site table entry {s.group}: layout {s.layout!r}, ready {s.ready!r}, hook {s.hook!r}"
+            )
         if s.counts not in ("layers", "blocks", "deepstack"):
             raise VlmscopeError(f"bad site table entry {s.group}: counts {s.counts!r}")
         if s.group in seen:

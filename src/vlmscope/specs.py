@@ -58,8 +58,8 @@ def _parse_item(item, n: int, spec, what: str) -> list[int]:
         return _nonempty(list(range(lo, hi + 1)), item, n, spec, what)
     m = re.fullmatch(rf"({_ATOM})?\s*:\s*({_ATOM})?", item)  # python slice, end exclusive, bounds clamp
     if m:
-        lo, hi = (None if g is None else _value(g, n, spec, what) for g in m.groups())
-        return _nonempty(list(range(n))[slice(lo, hi)], item, n, spec, what)
+        start, stop = (None if g is None else _value(g, n, spec, what) for g in m.groups())
+        return _nonempty(list(range(n))[slice(start, stop)], item, n, spec, what)
     if re.fullmatch(_ATOM, item):
         return [_check(_value(item, n, spec, what), n, spec, what)]
     raise VlmscopeError(
@@ -74,15 +74,18 @@ def _value(atom: str, n: int, spec, what: str) -> int:
         return int(atom)
     k, d = int(m.group(1) or 1), int(m.group(2))
     if d == 0 or k > d:
-        raise VlmscopeError(f"bad {what} spec {spec!r}: fraction {atom!r} must be k n/d with 0 < d and k <= d "
-                            f"(e.g. 'n/4', '3n/4')")
+        raise VlmscopeError(
+            f"bad {what} spec {spec!r}: fraction {atom!r} must be k n/d with 0 < d and k <= d (e.g. 'n/4', '3n/4')"
+        )
     return k * n // d
 
 
 def _nonempty(indices: list[int], item: str, n: int, spec, what: str) -> list[int]:
     if not indices:
-        raise VlmscopeError(f"{what} spec {spec!r} selects no {what}s (item {item!r} is empty for {n} {what}s "
-                            f"0..{n - 1}); a range goes up, e.g. '1-3', '1:3', '-3:'")
+        raise VlmscopeError(
+            f"{what} spec {spec!r} selects no {what}s (item {item!r} is empty for {n} {what}s "
+            f"0..{n - 1}); a range goes up, e.g. '1-3', '1:3', '-3:'"
+        )
     return indices
 
 

@@ -82,6 +82,7 @@ class TokenMap:
     def visual(self, index: int) -> Visual:
         if not 0 <= index < len(self.visuals):
             from .errors import VlmscopeError
+
             raise VlmscopeError(f"image:{index} does not exist: this example has {len(self.visuals)} images/videos")
         return self.visuals[index]
 
@@ -98,12 +99,19 @@ class TokenMap:
         token but the last. ``generated`` selections and attention rows use these."""
         return [self.query + j for j in range(n)]
 
-    def with_answer(self, answer_ids: list[int]) -> "TokenMap":
+    def with_answer(self, answer_ids: list[int]) -> TokenMap:
         """A copy extended by generated tokens."""
         start = self.query + 1
         ids = self.input_ids[:start] + list(answer_ids)
-        return TokenMap(ids, self.visuals, self.system, self.prompt, self.query,
-                        (start, start + len(answer_ids)), dict(self.special_ids))
+        return TokenMap(
+            ids,
+            self.visuals,
+            self.system,
+            self.prompt,
+            self.query,
+            (start, start + len(answer_ids)),
+            dict(self.special_ids),
+        )
 
     def summary(self) -> dict:
         return {
@@ -113,9 +121,16 @@ class TokenMap:
             "query": self.query,
             "answer": self.answer,
             "visuals": [
-                {"kind": v.kind, "index": v.index, "segments": v.segments, "grid_thw": v.grid_thw,
-                 "merged_thw": v.merged_thw, "num_tokens": v.num_tokens,
-                 "original_size": v.original_size, "resized_size": v.resized_size}
+                {
+                    "kind": v.kind,
+                    "index": v.index,
+                    "segments": v.segments,
+                    "grid_thw": v.grid_thw,
+                    "merged_thw": v.merged_thw,
+                    "num_tokens": v.num_tokens,
+                    "original_size": v.original_size,
+                    "resized_size": v.resized_size,
+                }
                 for v in self.visuals
             ],
         }
@@ -126,17 +141,27 @@ class TokenMap:
         return d
 
 
-def build_token_map(input_ids: list[int], prompt_len: int, ids: dict[str, int],
-                    grids: list[tuple[str, tuple[int, int, int]]], sizes: list[tuple[int, int]],
-                    patch_size: int, merge_size: int, temporal_patch_size: int, turn_header) -> TokenMap:
+def build_token_map(
+    input_ids: list[int],
+    prompt_len: int,
+    ids: dict[str, int],
+    grids: list[tuple[str, tuple[int, int, int]]],
+    sizes: list[tuple[int, int]],
+    patch_size: int,
+    merge_size: int,
+    temporal_patch_size: int,
+    turn_header,
+) -> TokenMap:
     """Locate turns and visuals in `input_ids` (prompt of `prompt_len` tokens, then any answer).
 
     `grids` lists (kind, grid_thw) per visual in the order the processor saw them, `sizes` their
     original (width, height); `turn_header(ids, pos)` returns (role, first content position) of the
     turn opened by the <|im_start|> at `pos`.
     """
-    runs: dict[str, list[tuple[int, int]]] = {"image": _runs(input_ids, ids["image"]),
-                                              "video": _runs(input_ids, ids["video"])}
+    runs: dict[str, list[tuple[int, int]]] = {
+        "image": _runs(input_ids, ids["image"]),
+        "video": _runs(input_ids, ids["video"]),
+    }
     visuals: list[Visual] = []
     cursor = {"image": 0, "video": 0}
     for (kind, thw), size in zip(grids, sizes):
@@ -147,9 +172,20 @@ def build_token_map(input_ids: list[int], prompt_len: int, ids: dict[str, int],
             segs.append((s, e))
             need -= e - s
             cursor[kind] += 1
-        visuals.append(Visual(kind, 0, segs, (t, h, w), (t, h // merge_size, w // merge_size), tuple(size),
-                              (w * patch_size, h * patch_size), patch_size, merge_size,
-                              temporal_patch_size if kind == "video" else 1))
+        visuals.append(
+            Visual(
+                kind,
+                0,
+                segs,
+                (t, h, w),
+                (t, h // merge_size, w // merge_size),
+                (size[0], size[1]),
+                (w * patch_size, h * patch_size),
+                patch_size,
+                merge_size,
+                temporal_patch_size if kind == "video" else 1,
+            )
+        )
     visuals.sort(key=lambda v: v.segments[0][0])
     for i, v in enumerate(visuals):
         v.index = i
@@ -186,4 +222,5 @@ def to_pixels(grid: np.ndarray, size: tuple[int, int], smooth: bool = False) -> 
     from PIL import Image
 
     img = Image.fromarray(np.asarray(grid, dtype=np.float32), mode="F")
-    return np.asarray(img.resize(size, Image.BILINEAR if smooth else Image.NEAREST), dtype=np.float32)
+    resample = Image.Resampling.BILINEAR if smooth else Image.Resampling.NEAREST
+    return np.asarray(img.resize(size, resample), dtype=np.float32)

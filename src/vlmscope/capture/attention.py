@@ -28,7 +28,7 @@ def install(model) -> str:
     text_config = getattr(model.config, "text_config", model.config)
     base = text_config._attn_implementation or "sdpa"
     if base.startswith(PREFIX):
-        return base[len(PREFIX):]
+        return base[len(PREFIX) :]
     name = PREFIX + base
     if name not in ALL_ATTENTION_FUNCTIONS:
         if base == "eager":
@@ -39,7 +39,9 @@ def install(model) -> str:
         # The mask must be built as for the base kernel, or a custom name gets no mask at all.
         mask_fn = ALL_MASK_ATTENTION_FUNCTIONS[base] if base in ALL_MASK_ATTENTION_FUNCTIONS else None
         if mask_fn is None:
-            from transformers.masking_utils import sdpa_mask as mask_fn
+            from transformers.masking_utils import sdpa_mask
+
+            mask_fn = sdpa_mask
         AttentionMaskInterface.register(name, mask_fn)
     model.set_attn_implementation({"text_config": name})
     return base
@@ -69,8 +71,9 @@ def _wrap(base_fn):
     return attention
 
 
-def row_probabilities(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor,
-                      scaling: float | None) -> torch.Tensor:
+def row_probabilities(
+    query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor, scaling: float | None
+) -> torch.Tensor:
     """[B, H, r, K] softmax probabilities for query rows `rows` (indices into query's q axis).
 
     Honours GQA (key heads repeated as transformers' repeat_kv does), a boolean or additive 4D

@@ -12,6 +12,7 @@ adapter's business (its site table); this module has no family-specific branch. 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack, contextmanager
 
 import torch
@@ -76,16 +77,25 @@ def hooks(registrations):
 class CaptureRun:
     """State of one run: positions of the current step, buffers, and the hooks that fill them."""
 
-    def __init__(self, adapter, batch, requests: list[Request], *, generating: bool, dtype=None,
-                 early_stop: bool = True, edits: list[EditRequest] = ()):
+    def __init__(
+        self,
+        adapter,
+        batch,
+        requests: list[Request],
+        *,
+        generating: bool,
+        dtype=None,
+        early_stop: bool = True,
+        edits: Sequence[EditRequest] = (),
+    ):
         self.adapter, self.batch, self.requests, self.edits = adapter, batch, requests, list(edits)
         self.generating = generating
         self.dtype = dtype
         self.T0 = batch.length
         self.step_start = self.step_len = 0
         self.device = batch.inputs["input_ids"].device
-        self.buffers = {r.key: [[] for _ in range(batch.size)] for r in requests}
-        self.kept = {r.key: [[] for _ in range(batch.size)] for r in requests}
+        self.buffers: dict[str, list[list[torch.Tensor]]] = {r.key: [[] for _ in range(batch.size)] for r in requests}
+        self.kept: dict[str, list[list[int]]] = {r.key: [[] for _ in range(batch.size)] for r in requests}
         sequence = [r.selection for r in requests if not r.site.is_vision]
         sequence += [e.selection for e in self.edits if not e.site.is_vision]
         self.wanted = {sel: self._wanted(sel) for sel in sequence}
@@ -238,12 +248,15 @@ class CaptureRun:
 
     def _capture_hook(self, req: Request, spec: SiteSpec):
         if spec.hook == "pre":
+
             def pre(module, args, kwargs):
                 self._keep(req, spec, _input(args, kwargs))
+
             return pre
 
         def post(module, args, kwargs, output):
             self._keep(req, spec, _first(output))
+
         return post
 
     def _edit_hook(self, edit: EditRequest, spec: SiteSpec):
@@ -251,12 +264,15 @@ class CaptureRun:
             return self._edit_sequence(edit, x) if spec.layout == "sequence" else self._edit_vision(edit, x, spec)
 
         if spec.hook == "pre":
+
             def pre(module, args, kwargs):
                 return _with_input(args, kwargs, edited(_input(args, kwargs)))
+
             return pre
 
         def post(module, args, kwargs, output):
             return _replace_first(output, edited(_first(output)))
+
         return post
 
     # ---- attention rows ----------------------------------------------------------------------
@@ -264,6 +280,7 @@ class CaptureRun:
         out: dict[int, list[Request]] = {}
         for r in self.requests:
             if r.site.is_attention:
+                assert r.site.index is not None, "attention sites are per layer"
                 out.setdefault(r.site.index, []).append(r)
         return out
 
@@ -317,8 +334,10 @@ class CaptureRun:
                     x = self._empty_vision(r.key)  # an example without images (or without image K)
                 else:
                     if not parts:
-                        raise VlmscopeError(f"nothing captured at {r.key} for example {b} "
-                                            f"(tokens={r.selection}); is the selection empty?")
+                        raise VlmscopeError(
+                            f"nothing captured at {r.key} for example {b} "
+                            f"(tokens={r.selection}); is the selection empty?"
+                        )
                     x = torch.cat(parts)
                 if limits is not None and not r.site.is_vision:
                     keep = torch.tensor([p < limits[b] for p in kept], dtype=torch.bool)

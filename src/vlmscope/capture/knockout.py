@@ -16,10 +16,12 @@ class Knockout:
     float mask instead of a boolean one.
     """
 
-    def __init__(self, members: torch.Tensor, targets: torch.Tensor, layers: frozenset[int] | None = None,
-                 eager: bool = False):
+    def __init__(
+        self, members: torch.Tensor, targets: torch.Tensor, layers: frozenset[int] | None = None, eager: bool = False
+    ):
         self.members, self.targets, self.layers, self.eager = members, targets, layers, eager
-        self._key, self._allowed = None, None
+        self._key: tuple[int, int, int] | None = None
+        self._allowed: torch.Tensor | None = None
 
     def allowed(self, q_start: int, q_len: int, k_len: int) -> torch.Tensor:
         """[V, 1, q_len, k_len] bool; built once per forward and reused by every layer."""
@@ -29,6 +31,7 @@ class Knockout:
             causal = torch.arange(k_len, device=dev)[None, :] <= q[:, None]
             cut = self.members[:, None, :k_len] & (~self.members[:, q] & self.targets[q])[:, :, None]
             self._key, self._allowed = (q_start, q_len, k_len), (causal[None] & ~cut)[:, None]
+        assert self._allowed is not None
         return self._allowed
 
     def edit_mask(self, module, query, key, mask):

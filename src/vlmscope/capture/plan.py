@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from ..errors import VlmscopeError
 from ..sites import Site
 from ..specs import Selection, parse_layers, parse_reduction, parse_selection
 
 COLUMNS = ("all", "vision", "vision+text")
+
 
 @dataclass
 class CaptureSpec:
@@ -20,7 +21,7 @@ class CaptureSpec:
     twice in one run with different tokens or reductions."""
 
     sites: Sequence[str]
-    layers: str | int | Sequence[int] | None = "all"
+    layers: str | int | list[int] | tuple[int, ...] | None = "all"
     tokens: str = "all"
     reduce: str = "none"
     columns: str = "all"  # attention sites: key columns kept, all | vision | vision+text
@@ -47,12 +48,26 @@ class CapturePlan:
     specs: list[CaptureSpec] = field(default_factory=list)
 
     @classmethod
-    def of(cls, sites: str | Sequence[str], layers="all", tokens: str = "all", reduce: str = "none",
-           columns: str = "all", name: str | None = None) -> "CapturePlan":
+    def of(
+        cls,
+        sites: str | Sequence[str],
+        layers="all",
+        tokens: str = "all",
+        reduce: str = "none",
+        columns: str = "all",
+        name: str | None = None,
+    ) -> CapturePlan:
         return cls().add(sites, layers, tokens, reduce, columns, name)
 
-    def add(self, sites, layers="all", tokens: str = "all", reduce: str = "none", columns: str = "all",
-            name: str | None = None) -> "CapturePlan":
+    def add(
+        self,
+        sites,
+        layers="all",
+        tokens: str = "all",
+        reduce: str = "none",
+        columns: str = "all",
+        name: str | None = None,
+    ) -> CapturePlan:
         sites = [s.strip() for s in sites.split(",")] if isinstance(sites, str) else list(sites)
         if columns not in COLUMNS:
             raise VlmscopeError(f"unknown attention columns {columns!r}; choose from {', '.join(COLUMNS)}")
@@ -73,7 +88,8 @@ class CapturePlan:
                 else:
                     n = adapter.group_size(group)
                     what = {"vision.blocks.{i}": "vision block", "vision.deepstack.{k}": "deepstack level"}.get(
-                        group, "layer")
+                        group, "layer"
+                    )
                     indices = list(parse_layers(int(idx) if idx is not None else spec.layers, n, what))
                 for i in indices:
                     site = Site(group, i)

@@ -16,8 +16,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=None, help="hub id or local directory; none: the bundled shapes model")
     g.add_argument("--revision", default=None, help="model revision (hub branch, tag or commit)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    g.add_argument("--dtype", default="auto", help="auto (bf16 on GPUs that have it, else fp32), float32, bfloat16, "
-                                                   "float16")
+    g.add_argument(
+        "--dtype", default="auto", help="auto (bf16 on GPUs that have it, else fp32), float32, bfloat16, float16"
+    )
     g.add_argument("--attn-implementation", default=None, help="sdpa (default), flash_attention_2, eager")
     g.add_argument("--device-map", default=None, help="'auto' to spread a large model over GPUs (accelerate)")
     g.add_argument("--min-pixels", type=int, default=None, help="processor's smallest image area in pixels")
@@ -29,15 +30,31 @@ def load_from_args(args, model: str | None = None):
     """A Scope from every model flag; `model` (e.g. from a config file) is used when --model is not given."""
     from ..scope import load
 
-    return load(args.model or model, device=args.device, dtype=args.dtype, attn_implementation=args.attn_implementation,
-                device_map=args.device_map, trust_remote_code=args.trust_remote_code, revision=args.revision,
-                min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    return load(
+        args.model or model,
+        device=args.device,
+        dtype=args.dtype,
+        attn_implementation=args.attn_implementation,
+        device_map=args.device_map,
+        trust_remote_code=args.trust_remote_code,
+        revision=args.revision,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+    )
 
 
-def add_example_args(p: argparse.ArgumentParser, *, out: str, images: str = "+", prompt_required: bool = True,
-                     max_new_tokens: int = 16) -> None:
+def add_example_args(
+    p: argparse.ArgumentParser,
+    *,
+    out: str | None,
+    images: str = "+",
+    prompt_required: bool = True,
+    max_new_tokens: int | None = 16,
+) -> None:
     """IMAGE..., --prompt, --answer, --max-new-tokens and --out."""
-    p.add_argument("image", nargs=images, help="image path(s)" + ("; none for a text-only prompt" if images == "*" else ""))
+    p.add_argument(
+        "image", nargs=images, help="image path(s)" + ("; none for a text-only prompt" if images == "*" else "")
+    )
     p.add_argument("--prompt", required=prompt_required, default=None, help="the question or instruction")
     p.add_argument("--answer", default=None, help="explain / score this answer (teacher-forced) instead of generating")
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="longest generated answer")
@@ -78,14 +95,18 @@ def claim_out_dir(path: str | Path, command: str, overwrite: bool = False) -> Pa
     if out.is_dir() and any(p.name != MARKER for p in out.iterdir()):  # a run that stopped before writing: reusable
         marker = out / MARKER
         if not marker.is_file():
-            raise VlmscopeError(f"--out {str(out)!r} is not empty and holds no vlmscope output; choose another directory")
+            raise VlmscopeError(
+                f"--out {str(out)!r} is not empty and holds no vlmscope output; choose another directory"
+            )
         if not overwrite:
             try:
                 earlier = json.loads(marker.read_text()).get("command", "?")
             except ValueError:
                 earlier = "?"
-            raise VlmscopeError(f"--out {str(out)!r} holds the output of an earlier run (vlmscope {earlier}); "
-                                "pass --overwrite to replace it, or choose another directory")
+            raise VlmscopeError(
+                f"--out {str(out)!r} holds the output of an earlier run (vlmscope {earlier}); "
+                "pass --overwrite to replace it, or choose another directory"
+            )
         for item in out.iterdir():
             shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
     out.mkdir(parents=True, exist_ok=True)
@@ -103,7 +124,6 @@ def finish_out_dir(out: Path, command: str) -> None:
 def check_example_args(args) -> None:
     """Early checks of the example flags: image files exist, the answer length is positive."""
     from ..errors import VlmscopeError
-
     from ..inputs import check_aspect, load_image
 
     for image in getattr(args, "image", None) or []:

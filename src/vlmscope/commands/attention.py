@@ -12,8 +12,13 @@ def cmd_attention(args) -> int:
     from ..specs import parse_layers
 
     check_example_args(args)
-    options = {"layers": args.layers, "heads": args.heads, "head_agg": args.agg, "keep_text": args.text,
-               "exclude_sinks": args.exclude_sinks}
+    options = {
+        "layers": args.layers,
+        "heads": args.heads,
+        "head_agg": args.agg,
+        "keep_text": args.text,
+        "exclude_sinks": args.exclude_sinks,
+    }
     if args.method == "raw":
         options["layer_agg"] = args.layer_agg
     method = map_method(args.method, **options)
@@ -51,8 +56,12 @@ def register(sub) -> None:
     p = sub.add_parser("attention", help="per-token maps over the image with one map method")
     add_model_args(p)
     add_example_args(p, out="vlmscope-out/attention", max_new_tokens=32)
-    p.add_argument("--method", default="raw", choices=list(MAP_METHODS),
-                   help="; ".join(f"{name}: {m.summary}" for name, m in MAP_METHODS.items()))
+    p.add_argument(
+        "--method",
+        default="raw",
+        choices=list(MAP_METHODS),
+        help="; ".join(f"{name}: {m.summary}" for name, m in MAP_METHODS.items()),
+    )
     p.add_argument("--layers", default="all", help="layer spec: all, halp, 0,8,-1, 10-20, n/2: ...")
     p.add_argument("--heads", default="all", help="head spec, same language as layers")
     p.add_argument("--agg", default="mean", choices=["mean", "max", "min"], help="aggregation over heads")

@@ -14,11 +14,16 @@ def cmd_inspect(args) -> int:
         return 0
     llm, vis = info["llm"], info["vision"]
     print(f"{info['name']} ({info['family']})  {info['class']}  from {info['source']}")
-    print(f"  LLM     {llm['layers']} layers, width {llm['hidden_size']}, {llm['heads']} heads "
-          f"({llm['kv_heads']} kv), vocab {llm['vocab_size']}, attention {info['attn_implementation']}")
-    print(f"  vision  {vis['blocks']} blocks, width {vis['hidden_size']} -> {vis['out_size']}, patch {vis['patch_size']}, "
-          f"merge {vis['merge_size']}x{vis['merge_size']}, temporal patch {vis['temporal_patch_size']}"
-          + (f", deepstack from blocks {vis['deepstack_visual_indexes']}" if vis["deepstack_visual_indexes"] else ""))
+    print(
+        f"  LLM     {llm['layers']} layers, width {llm['hidden_size']}, {llm['heads']} heads "
+        f"({llm['kv_heads']} kv), vocab {llm['vocab_size']}, attention {info['attn_implementation']}"
+    )
+    print(
+        f"  vision  {vis['blocks']} blocks, width {vis['hidden_size']} -> {vis['out_size']}, "
+        f"patch {vis['patch_size']}, "
+        f"merge {vis['merge_size']}x{vis['merge_size']}, temporal patch {vis['temporal_patch_size']}"
+        + (f", deepstack from blocks {vis['deepstack_visual_indexes']}" if vis["deepstack_visual_indexes"] else "")
+    )
     print("  tokens  " + ", ".join(f"{k}={v}" for k, v in info["token_ids"].items()))
     print("  sites")
     for site, what in info["sites"].items():
@@ -31,4 +36,3 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
-

@@ -17,8 +17,9 @@ def cmd_show(args) -> int:
     from ..methods.lens import lens
 
     scope = load_from_args(args)
-    result = lens(scope, Example(args.prompt, images=args.image), kind=args.kind, layers=args.layers, k=args.k,
-                  index=args.index)
+    result = lens(
+        scope, Example(args.prompt, images=args.image), kind=args.kind, layers=args.layers, k=args.k, index=args.index
+    )
     paths = result.save(args.out)
     last = result.layers[-1]
     words = result.top_words(last)
@@ -71,8 +72,17 @@ def cmd_index(args) -> int:
     from ..methods.lens import build_index
 
     scope = load_from_args(args)
-    out = build_index(scope, args.captions, args.layers, args.out, column=args.column, batch_size=args.batch_size,
-                      part_size=args.part_size, resume=args.resume, progress=print)
+    out = build_index(
+        scope,
+        args.captions,
+        args.layers,
+        args.out,
+        column=args.column,
+        batch_size=args.batch_size,
+        part_size=args.part_size,
+        resume=args.resume,
+        progress=print,
+    )
     print(f"index written to {out}")
     return 0
 

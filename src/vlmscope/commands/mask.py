@@ -6,8 +6,21 @@ from __future__ import annotations
 from . import add_example_args, add_model_args, check_example_args, claim_out_dir, finish_out_dir, load_from_args
 
 # option flags default to None so that, with --config, only the flags given override the file
-OPTION_FLAGS = ("mode", "perturbation", "window", "stride", "text_unit", "image_index", "layers", "edges", "occlusion",
-                "max_new_tokens", "regenerate", "batch_size", "seed")
+OPTION_FLAGS = (
+    "mode",
+    "perturbation",
+    "window",
+    "stride",
+    "text_unit",
+    "image_index",
+    "layers",
+    "edges",
+    "occlusion",
+    "max_new_tokens",
+    "regenerate",
+    "batch_size",
+    "seed",
+)
 
 
 def _overrides(args) -> dict:
@@ -31,14 +44,15 @@ def cmd_mask(args) -> int:
     options = MaskingOptions(**_overrides(args))
     out_dir = claim_out_dir(args.out, "mask", args.overwrite)
     scope = load_from_args(args)
-    result = mask_impact(scope, Example(args.prompt, images=args.image, answer=args.answer),
-                         options)
+    result = mask_impact(scope, Example(args.prompt, images=args.image, answer=args.answer), options)
     out = result.save(out_dir)
     finish_out_dir(out_dir, "mask")
     print(f"answer: {result.answer_text!r} ({len(result.answer_ids)} tokens)")
     drop = result.impact("drop")
-    print(f"{len(result.units)} units masked ({result.settings['perturbation']}) in {result.seconds:.2f} s; "
-          "largest drops in the answer's log-probability:")
+    print(
+        f"{len(result.units)} units masked ({result.settings['perturbation']}) in {result.seconds:.2f} s; "
+        "largest drops in the answer's log-probability:"
+    )
     for i in drop.argsort()[::-1][:5]:
         u = result.units[i]
         change = "" if result.first_change[i] is None else f"  greedy answer changes at token {result.first_change[i]}"
@@ -50,9 +64,13 @@ def cmd_mask(args) -> int:
 def _batch(args) -> int:
     from ..methods.masking.config import run_config
 
-    records, summary = run_config(args.config, lambda model: load_from_args(args, model), out=args.out,
-                                  overrides=_overrides(args),
-                                  claim=lambda path: claim_out_dir(path, "mask --config", args.overwrite))
+    records, summary = run_config(
+        args.config,
+        lambda model: load_from_args(args, model),
+        out=args.out,
+        overrides=_overrides(args),
+        claim=lambda path: claim_out_dir(path, "mask --config", args.overwrite),
+    )
     for r in records:
         what = f"{r['answer']!r}, {r['units']} units, {r['seconds']} s" if r["status"] == "ok" else r["error"]
         print(f"  {r['name']:20s} {r['status']:5s}  {what}")
@@ -68,8 +86,9 @@ def register(sub) -> None:
     add_example_args(p, out=None, images="*", prompt_required=False, max_new_tokens=None)
     p.add_argument("--config", default=None, help="YAML file listing runs (images, prompts, settings)")
     p.add_argument("--mode", default=None, help="text, vision (default) or both")
-    p.add_argument("--perturbation", default=None, help="how a unit is masked: knockout (default), zero, mean, noise, "
-                                                         "occlude")
+    p.add_argument(
+        "--perturbation", default=None, help="how a unit is masked: knockout (default), zero, mean, noise, occlude"
+    )
     p.add_argument("--window", default=None, help="K: K x K vision tokens per unit (default 1), or 'image'")
     p.add_argument("--stride", type=int, default=None, help="window step (default: the window: tiled; 1: sliding)")
     p.add_argument("--text-unit", dest="text_unit", default=None, help="token (default) or word")

@@ -11,11 +11,21 @@ def cmd_train(args) -> int:
     out = Path(args.out or f"{Path(args.store).resolve()}-probes-{args.probe}")
 
     def progress(row: dict) -> None:
-        print(f"  {row['feature']:32s} AUROC {row['auroc_mean']:.3f} ± {row['auroc_std']:.3f}   "
-              f"control {row['control_auroc_mean']:.3f} ± {row['control_auroc_std']:.3f}", flush=True)
+        print(
+            f"  {row['feature']:32s} AUROC {row['auroc_mean']:.3f} ± {row['auroc_std']:.3f}   "
+            f"control {row['control_auroc_mean']:.3f} ± {row['control_auroc_std']:.3f}",
+            flush=True,
+        )
 
-    result = train(args.store, label=args.label, probe=args.probe, features=args.features, folds=args.folds,
-                   seed=args.seed, progress=progress)
+    result = train(
+        args.store,
+        label=args.label,
+        probe=args.probe,
+        features=args.features,
+        folds=args.folds,
+        seed=args.seed,
+        progress=progress,
+    )
     result.save(out)
     print()
     print(result.table())
@@ -46,12 +56,17 @@ def register(sub) -> None:
     cmds = p.add_subparsers(dest="probe_command", required=True)
     t = cmds.add_parser("train", help="cross-validated probes per feature and layer, with controls and baselines")
     t.add_argument("store", help="a store written by `vlmscope extract` (e.g. --preset halp)")
-    t.add_argument("--label", default="correct",
-                   help="'correct' (positive: the generated answer is wrong) or a sample column with two values")
+    t.add_argument(
+        "--label",
+        default="correct",
+        help="'correct' (positive: the generated answer is wrong) or a sample column with two values",
+    )
     t.add_argument("--probe", default="logreg", choices=["logreg", "mlp"])
-    t.add_argument("--features", default=None,
-                   help="SPEC: vf, vt, qt, vt[LAYERS], qt[LAYERS], column names or globs, comma-separated "
-                        "(default: vf,vt,qt)")
+    t.add_argument(
+        "--features",
+        default=None,
+        help="SPEC: vf, vt, qt, vt[LAYERS], qt[LAYERS], column names or globs, comma-separated (default: vf,vt,qt)",
+    )
     t.add_argument("--folds", type=int, default=5)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default=None, help="output directory (default: STORE-probes-PROBE beside the store)")

@@ -14,9 +14,16 @@ def cmd_run(args) -> int:
     methods = check_method_names(args.methods)
     out = claim_out_dir(args.out, "run", args.overwrite)
     scope = load_from_args(args)
-    answer, path = run_report(scope, args.image, args.prompt, out, methods=methods,
-                              max_new_tokens=args.max_new_tokens, answer=args.answer,
-                              lens=None if args.lens == "none" else args.lens)
+    answer, path = run_report(
+        scope,
+        args.image,
+        args.prompt,
+        out,
+        methods=methods,
+        max_new_tokens=args.max_new_tokens,
+        answer=args.answer,
+        lens=None if args.lens == "none" else args.lens,
+    )
     finish_out_dir(out, "run")
     print(answer)
     print(f"report: {path}")
@@ -29,9 +36,16 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="answer a prompt about an image and write an HTML report of per-token maps")
     add_model_args(p)
     add_example_args(p, out="vlmscope-out/run")
-    p.add_argument("--methods", default=",".join(MAP_METHODS),
-                   help=f"comma-separated map methods in the report, from: {', '.join(MAP_METHODS)}")
-    p.add_argument("--lens", default="logit", choices=["logit", "embedding", "none"],
-                   help="lens view of the vision tokens in the report (the contextual lens needs an index: "
-                        "use `vlmscope lens show`)")
+    p.add_argument(
+        "--methods",
+        default=",".join(MAP_METHODS),
+        help=f"comma-separated map methods in the report, from: {', '.join(MAP_METHODS)}",
+    )
+    p.add_argument(
+        "--lens",
+        default="logit",
+        choices=["logit", "embedding", "none"],
+        help="lens view of the vision tokens in the report (the contextual lens needs an index: "
+        "use `vlmscope lens show`)",
+    )
     p.set_defaults(func=cmd_run)

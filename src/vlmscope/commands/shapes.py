@@ -20,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, required=True, help="number of questions (one scene each)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hard", action="store_true",
-                   help="2-4 small, faded shapes that may overlap: a split where the bundled model makes mistakes")
+    p.add_argument(
+        "--hard",
+        action="store_true",
+        help="2-4 small, faded shapes that may overlap: a split where the bundled model makes mistakes",
+    )
     p.set_defaults(func=cmd_shapes)

@@ -24,15 +24,21 @@ def cmd_info(args) -> int:
         opts = ", ".join(f"{k} {v}" for k, v in preset.items() if k != "name")
         src = r.get("source", {})
         print(f"store    {info['path']}")
-        print(f"model    {m.get('source')} (revision {m.get('revision') or '-'}), {m.get('family')}, {m.get('dtype')}, "
-              f"attention {m.get('attn_implementation')}, pixels {m.get('min_pixels')}..{m.get('max_pixels')}")
-        print(f"run      preset {preset.get('name')} ({opts}) over {src.get('kind')} {src.get('path')}, "
-              f"{r.get('total_rows')} rows, parts of {r.get('checkpoint_every')}, {r.get('save_dtype')}, "
-              f"{r.get('compression')}")
+        print(
+            f"model    {m.get('source')} (revision {m.get('revision') or '-'}), {m.get('family')}, {m.get('dtype')}, "
+            f"attention {m.get('attn_implementation')}, pixels {m.get('min_pixels')}..{m.get('max_pixels')}"
+        )
+        print(
+            f"run      preset {preset.get('name')} ({opts}) over {src.get('kind')} {src.get('path')}, "
+            f"{r.get('total_rows')} rows, parts of {r.get('checkpoint_every')}, {r.get('save_dtype')}, "
+            f"{r.get('compression')}"
+        )
         stages = ", ".join(f"{k} {v}" for k, v in sorted(info["failures_by_stage"].items()))
         state = "complete" if info["complete"] else "incomplete: resume with --resume"
-        print(f"rows     {info['rows']} in {info['parts']}/{info['expected_parts']} parts ({state}); "
-              f"{info['failures']} failures{f' ({stages})' if stages else ''}")
+        print(
+            f"rows     {info['rows']} in {info['parts']}/{info['expected_parts']} parts ({state}); "
+            f"{info['failures']} failures{f' ({stages})' if stages else ''}"
+        )
         for name, reason in info["damaged"].items():
             print(f"damaged  {name}: {reason} (its rows are missing; extract --resume sets it aside and redoes them)")
         print("columns")

@@ -30,19 +30,20 @@ QUESTION_TYPES = ("colour_of_shape", "shape_of_colour", "position", "exists", "c
 TEMPLATES = {
     "colour_of_shape": ("What colour is the {shape}?",),
     "shape_of_colour": ("What shape is the {colour} object?",),
-    "position": ("Is the {colour} {shape} on the left or the right?",
-                 "Is the {colour} {shape} at the top or the bottom?"),
+    "position": (
+        "Is the {colour} {shape} on the left or the right?",
+        "Is the {colour} {shape} at the top or the bottom?",
+    ),
     "exists": ("Is there {article} {colour} {shape}?",),
     "count": ("How many shapes are there?", "How many {plural} are there?"),
 }
 ANSWERS = (*COLOURS, *SHAPES, "left", "right", "top", "bottom", "yes", "no", *COUNT_WORDS)
-CSV_COLUMNS = ["question_id", "image_id", "question", "answer", "question_type",
-               "box_x0", "box_y0", "box_x1", "box_y1"]
+CSV_COLUMNS = ["question_id", "image_id", "question", "answer", "question_type", "box_x0", "box_y0", "box_x1", "box_y1"]
 
 # Light, low-saturation backgrounds: far from every shape colour in RGB.
 _BACKGROUNDS = [(238, 238, 238), (225, 225, 228), (245, 242, 232), (230, 236, 240), (214, 214, 210)]
 _MIN_SIZE, _MAX_SIZE = 34, 56
-_GAP = 4          # free pixels between two objects' boxes
+_GAP = 4  # free pixels between two objects' boxes
 _POS_MARGIN = 12  # a position question needs the object's centre this far from the midline
 
 
@@ -130,7 +131,7 @@ def _overlaps(a: Box, b: Box, gap: int = 0) -> bool:
     return not (a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1])
 
 
-def draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill: tuple[int, int, int]) -> None:
+def draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill: tuple[int, ...]) -> None:
     """Draw without anti-aliasing, so the object's pixels span exactly its box."""
     x0, y0, x1, y1 = obj.box
     if obj.shape == "circle":
@@ -154,8 +155,14 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple[
     return np.clip(pixels, 0, 255).astype(np.uint8), base
 
 
-def generate_scene(rng_or_seed, n_objects: int | None = None, size: int = IMAGE_SIZE,
-                   min_size: int | None = None, max_size: int | None = None, difficulty: str = "easy") -> Scene:
+def generate_scene(
+    rng_or_seed,
+    n_objects: int | None = None,
+    size: int = IMAGE_SIZE,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    difficulty: str = "easy",
+) -> Scene:
     """One image with 1-4 non-overlapping shapes (or `n_objects`), and each object's box.
     ``difficulty="hard"``: 2-4 small, faded shapes that may overlap (see `DIFFICULTIES`)."""
     rng = _rng(rng_or_seed)
@@ -173,8 +180,7 @@ def generate_scene(rng_or_seed, n_objects: int | None = None, size: int = IMAGE_
         box = (x0, y0, x0 + s, y0 + s)
         if any(_overlaps(box, o.box, d.gap) for o in objects):
             continue
-        objects.append(ShapeObject(SHAPES[rng.integers(len(SHAPES))],
-                                   list(COLOURS)[rng.integers(len(COLOURS))], box))
+        objects.append(ShapeObject(SHAPES[rng.integers(len(SHAPES))], list(COLOURS)[rng.integers(len(COLOURS))], box))
     if len(objects) < n:
         raise ValueError(f"cannot place {n} shapes of {min_size}-{max_size} px with gap {d.gap} in {size} px")
     image = Image.fromarray(pixels)
@@ -191,14 +197,22 @@ def generate_scene(rng_or_seed, n_objects: int | None = None, size: int = IMAGE_
 
 def _text(question_type: str, variant: int, colour: str = "", shape: str = "") -> str:
     article = "an" if colour[:1] in tuple("aeiou") else "a"
-    return TEMPLATES[question_type][variant].format(colour=colour, shape=shape, article=article,
-                                                    plural=PLURALS.get(shape, ""))
+    return TEMPLATES[question_type][variant].format(
+        colour=colour, shape=shape, article=article, plural=PLURALS.get(shape, "")
+    )
 
 
 def all_questions() -> list[str]:
     """Every question text the generator can ask (the vocabulary a model must read)."""
-    return sorted({_text(t, v, c, s) for t, variants in TEMPLATES.items() for v in range(len(variants))
-                   for c in COLOURS for s in SHAPES})
+    return sorted(
+        {
+            _text(t, v, c, s)
+            for t, variants in TEMPLATES.items()
+            for v in range(len(variants))
+            for c in COLOURS
+            for s in SHAPES
+        }
+    )
 
 
 def _unique(objects: list[ShapeObject], key) -> list[ShapeObject]:
@@ -218,15 +232,20 @@ def ask(scene: Scene, question_type: str, rng_or_seed) -> Question | None:
         if not cands:
             return None
         o = pick(cands)
-        return Question(_text(question_type, 0, o.colour, o.shape), o.colour if by_shape else o.shape,
-                        question_type, o.box)
+        return Question(
+            _text(question_type, 0, o.colour, o.shape), o.colour if by_shape else o.shape, question_type, o.box
+        )
     if question_type == "position":
         size = scene.image.size[0]
-        cands = [(o, axis) for o in _unique(objs, lambda o: (o.colour, o.shape)) for axis in (0, 1)
-                 if abs(o.centre[axis] - size / 2) >= _POS_MARGIN]
-        if not cands:
+        placed = [
+            (o, axis)
+            for o in _unique(objs, lambda o: (o.colour, o.shape))
+            for axis in (0, 1)
+            if abs(o.centre[axis] - size / 2) >= _POS_MARGIN
+        ]
+        if not placed:
             return None
-        o, axis = pick(cands)
+        o, axis = pick(placed)
         first = o.centre[axis] < size / 2
         answer = ("left", "right", "top", "bottom")[2 * axis + (not first)]
         return Question(_text(question_type, axis, o.colour, o.shape), answer, question_type, o.box)
@@ -252,8 +271,9 @@ def ask(scene: Scene, question_type: str, rng_or_seed) -> Question | None:
     raise ValueError(f"unknown question type {question_type!r}; use one of {', '.join(QUESTION_TYPES)}")
 
 
-def make_dataset(n: int, seed: int = 0, question_types: tuple[str, ...] = QUESTION_TYPES,
-                 difficulty: str = "easy") -> list[Record]:
+def make_dataset(
+    n: int, seed: int = 0, question_types: tuple[str, ...] = QUESTION_TYPES, difficulty: str = "easy"
+) -> list[Record]:
     """`n` records, one scene and one question each, question types in turn.
 
     Record i depends only on (seed, i, difficulty), so a longer dataset extends a shorter one.

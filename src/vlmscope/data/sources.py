@@ -12,9 +12,10 @@ import csv
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..errors import VlmscopeError
 from ..inputs import load_image
@@ -76,8 +77,13 @@ def resolve_image(ref: str, root: Path | None) -> Path:
     return path
 
 
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 def text_encoding(path: Path, what: str) -> str:
@@ -99,20 +105,26 @@ def text_encoding(path: Path, what: str) -> str:
                 try:
                     line.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise VlmscopeError(f"{what} {str(path)!r} is not UTF-8: line {lineno} has byte "
-                                        f"0x{line[e.start]:02x} at column {e.start + 1}; {hint}") from None
+                    raise VlmscopeError(
+                        f"{what} {str(path)!r} is not UTF-8: line {lineno} has byte "
+                        f"0x{line[e.start]:02x} at column {e.start + 1}; {hint}"
+                    ) from None
                 if b"\0" in line:
-                    raise VlmscopeError(f"{what} {str(path)!r} has NUL bytes on line {lineno} (UTF-16 without a "
-                                        f"byte-order mark?); {hint}")
+                    raise VlmscopeError(
+                        f"{what} {str(path)!r} has NUL bytes on line {lineno} (UTF-16 without a "
+                        f"byte-order mark?); {hint}"
+                    )
         return encoding
     lineno = 0
     try:
         with path.open(encoding=encoding, newline="") as f:
-            for lineno, _ in enumerate(f, 1):
-                pass
+            for _ in f:
+                lineno += 1
     except UnicodeDecodeError:
-        raise VlmscopeError(f"{what} {str(path)!r} starts with a {encoding.upper()} byte-order mark but is not "
-                            f"valid {encoding.upper()} after line {lineno}; {hint}") from None
+        raise VlmscopeError(
+            f"{what} {str(path)!r} starts with a {encoding.upper()} byte-order mark but is not "
+            f"valid {encoding.upper()} after line {lineno}; {hint}"
+        ) from None
     return encoding
 
 
@@ -197,8 +209,14 @@ def _pick(columns, accepted: tuple[str, ...], override: str | None = None) -> st
 class _Tabular(Source):
     """Shared by CSV, JSONL and HF datasets: column names resolved once, rows validated one by one."""
 
-    def __init__(self, path, images_dir: str | Path | None, prompt: str | None = None, limit: int | None = None,
-                 columns: dict[str, str] | None = None):
+    def __init__(
+        self,
+        path,
+        images_dir: str | Path | None,
+        prompt: str | None = None,
+        limit: int | None = None,
+        columns: dict[str, str] | None = None,
+    ):
         super().__init__(path, limit)
         self.images_dir = Path(images_dir) if images_dir is not None else None
         self.prompt = prompt
@@ -212,13 +230,18 @@ class _Tabular(Source):
             "question": _pick(columns, QUESTION_COLUMNS, self.overrides.get("question")),
             "answer": _pick(columns, ANSWER_COLUMNS, self.overrides.get("answer")),
         }
-        needed = {"image": IMAGE_COLUMNS, **({"id": ID_COLUMNS} if require_id else {}),
-                  **({} if self.prompt else {"question": QUESTION_COLUMNS})}
+        needed = {
+            "image": IMAGE_COLUMNS,
+            **({"id": ID_COLUMNS} if require_id else {}),
+            **({} if self.prompt else {"question": QUESTION_COLUMNS}),
+        }
         for key, accepted in needed.items():
             if cols[key] is None:
                 want = self.overrides.get(key) or " or ".join(accepted)
-                raise VlmscopeError(f"{what} {str(self.path)!r} has no {key} column: expected {want} "
-                                    f"(columns: {', '.join(map(str, columns))})")
+                raise VlmscopeError(
+                    f"{what} {str(self.path)!r} has no {key} column: expected {want} "
+                    f"(columns: {', '.join(map(str, columns))})"
+                )
         return cols
 
     def _row(self, i: int, rec: dict, cols: dict) -> Row:
@@ -228,8 +251,9 @@ class _Tabular(Source):
         if isinstance(answer, (list, tuple)):
             answer = answer[0] if answer else ""
         images = self._images(rec.get(cols["image"]), i)
-        row = Row(i, rid, question or (self.prompt or ""), str(answer if answer is not None else ""), images,
-                  self.images_dir)
+        row = Row(
+            i, rid, question or (self.prompt or ""), str(answer if answer is not None else ""), images, self.images_dir
+        )
         if not images:
             row.error = f"row {i} ({rid}): empty {cols['image']}"
         elif not row.question:
@@ -272,6 +296,7 @@ class VqaCsv(_Tabular):
                 yield self._row(i, rec, cols)
 
     def describe(self) -> dict:
+        assert self.images_dir is not None
         return {**super().describe(), "images_dir": str(self.images_dir.resolve()), "prompt": self.prompt}
 
 
@@ -303,6 +328,7 @@ class Jsonl(_Tabular):
                 yield self._row(i, rec, cols)
 
     def describe(self) -> dict:
+        assert self.images_dir is not None
         return {**super().describe(), "images_dir": str(self.images_dir.resolve()), "prompt": self.prompt}
 
 
@@ -356,8 +382,13 @@ class HfDataset(_Tabular):
                 i += 1
 
     def describe(self) -> dict:
-        return {**super().describe(), "split": self.split, "columns": self.cols,
-                "images_dir": str(self.images_dir.resolve()) if self.images_dir else None, "prompt": self.prompt}
+        return {
+            **super().describe(),
+            "split": self.split,
+            "columns": self.cols,
+            "images_dir": str(self.images_dir.resolve()) if self.images_dir else None,
+            "prompt": self.prompt,
+        }
 
 
 def _image_feature(datasets, feature) -> bool:
@@ -382,9 +413,16 @@ class _Decode:
             raise VlmscopeError(f"cannot read image {where!r}: {e.__class__.__name__}: {e}") from None
 
 
-def open_source(path: str | Path, kind: str | None = None, *, images_dir: str | Path | None = None,
-                prompt: str | None = None, limit: int | None = None, columns: dict[str, str] | None = None,
-                split: str | None = None) -> Source:
+def open_source(
+    path: str | Path,
+    kind: str | None = None,
+    *,
+    images_dir: str | Path | None = None,
+    prompt: str | None = None,
+    limit: int | None = None,
+    columns: dict[str, str] | None = None,
+    split: str | None = None,
+) -> Source:
     """Open `path` as a source; `kind` (folder, csv, jsonl, hf) is guessed from the path if omitted.
 
     For CSV and JSONL the images directory defaults to ``images/`` beside the file if it exists,
@@ -412,8 +450,11 @@ def open_source(path: str | Path, kind: str | None = None, *, images_dir: str | 
 
 def _guess_kind(path: Path) -> str:
     if path.is_dir():
-        if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file() \
-                or (path / "state.json").is_file():
+        if (
+            (path / "dataset_info.json").is_file()
+            or (path / "dataset_dict.json").is_file()
+            or (path / "state.json").is_file()
+        ):
             return "hf"
         return "folder"
     if not path.exists():
@@ -423,5 +464,7 @@ def _guess_kind(path: Path) -> str:
         return "csv"
     if suffix in (".jsonl", ".json", ".ndjson"):
         return "jsonl"
-    raise VlmscopeError(f"cannot tell the type of source {str(path)!r}; pass --source-type "
-                        f"({', '.join(KINDS)}): a folder of images, .csv, .jsonl, or a saved HF dataset")
+    raise VlmscopeError(
+        f"cannot tell the type of source {str(path)!r}; pass --source-type "
+        f"({', '.join(KINDS)}): a folder of images, .csv, .jsonl, or a saved HF dataset"
+    )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 from ..data.sources import Row
 from ..errors import VlmscopeError
@@ -48,9 +48,18 @@ def _example(row: Row, images: list) -> Example:
 class Loader:
     """Iterate `PartStart`, `Work` and `PartEnd` items for the parts this process owns."""
 
-    def __init__(self, rows: Iterable[Row], parts: set[int], part_size: int, total: int, batch_size: int,
-                 prepare: Callable[[list[Example]], Batch], needs_image: bool, depth: int = 2,
-                 check_length: Callable[[int], str | None] | None = None):
+    def __init__(
+        self,
+        rows: Iterable[Row],
+        parts: set[int],
+        part_size: int,
+        total: int,
+        batch_size: int,
+        prepare: Callable[[list[Example]], Batch],
+        needs_image: bool,
+        depth: int = 2,
+        check_length: Callable[[int], str | None] | None = None,
+    ):
         """`check_length(tokens)` returns why a prompt of that many tokens cannot run, or None."""
         self.rows, self.parts, self.part_size, self.total = rows, parts, part_size, total
         self.batch_size, self.prepare, self.needs_image = batch_size, prepare, needs_image
@@ -99,7 +108,8 @@ class Loader:
                 pass
 
     def _produce(self) -> None:
-        current, pending = None, []
+        current = None
+        pending: list[tuple[Row, Example]] = []
         last = max(self.parts, default=-1)
         for row in self.rows:
             part = row.index // self.part_size
@@ -163,9 +173,9 @@ class Loader:
                 reason = str(e) if isinstance(e, VlmscopeError) else f"{e.__class__.__name__}: {e}"
                 self._put(Work(part, failures=[Failure(row.index, row.id, "input", reason)]))
                 continue
-            reason = self._too_long(one).get(0)
-            if reason:
-                self._put(Work(part, failures=[Failure(row.index, row.id, "input", reason)]))
+            too_long_reason = self._too_long(one).get(0)
+            if too_long_reason:
+                self._put(Work(part, failures=[Failure(row.index, row.id, "input", too_long_reason)]))
                 continue
             self._put(Work(part, [row], one))
 

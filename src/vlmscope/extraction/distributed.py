@@ -8,9 +8,9 @@ extracting and any number of them can resume any run.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,9 @@ def from_env() -> Context:
     """The launcher's RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE (torchrun and accelerate set them)."""
     env = os.environ
     world = int(env.get("WORLD_SIZE", 1))
-    return Context(int(env.get("RANK", 0)), world, int(env.get("LOCAL_RANK", 0)),
-                   int(env.get("LOCAL_WORLD_SIZE", world)))
+    return Context(
+        int(env.get("RANK", 0)), world, int(env.get("LOCAL_RANK", 0)), int(env.get("LOCAL_WORLD_SIZE", world))
+    )
 
 
 def setup(device_map: str | None, device: str = "auto") -> tuple[Context, str | None]:
@@ -50,7 +51,9 @@ def setup(device_map: str | None, device: str = "auto") -> tuple[Context, str | 
         import subprocess
 
         try:
-            n = len(subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=True).stdout.splitlines())
+            n = len(
+                subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=True).stdout.splitlines()
+            )
         except (OSError, subprocess.CalledProcessError):
             n = 0
         share = n // ctx.local_world

@@ -58,12 +58,16 @@ class Preset:
         out = []
         for b, row in enumerate(rows):
             tm = trace.token_maps[b]
-            rec = Record(row.index, row.id, fields={
-                "question": row.question,
-                "gt_answer": row.answer,
-                "images": json.dumps(row.image_refs),
-                "token_map": json.dumps(tm.summary()),
-            })
+            rec = Record(
+                row.index,
+                row.id,
+                fields={
+                    "question": row.question,
+                    "gt_answer": row.answer,
+                    "images": json.dumps(row.image_refs),
+                    "token_map": json.dumps(tm.summary()),
+                },
+            )
             if trace.generated_text is not None:
                 rec.fields["generated_answer"] = trace.generated_text[b]
             rec.ragged["visual_token_lens"] = np.array([v.num_tokens for v in tm.visuals], dtype=np.int64)
@@ -92,9 +96,11 @@ class Halp(Preset):
     generate: bool = True
 
     def plan(self) -> CapturePlan:
-        return (CapturePlan.of("vision.blocks", layers="-1", reduce="mean", name="vf")
-                .add("llm.layers", layers=self.layers, tokens="vision_last", reduce="last", name="vt")
-                .add("llm.layers", layers=self.layers, tokens="query", reduce="last", name="qt"))
+        return (
+            CapturePlan.of("vision.blocks", layers="-1", reduce="mean", name="vf")
+            .add("llm.layers", layers=self.layers, tokens="vision_last", reduce="last", name="vt")
+            .add("llm.layers", layers=self.layers, tokens="query", reduce="last", name="qt")
+        )
 
 
 @dataclass
@@ -136,7 +142,9 @@ class Layers(Preset):
         sizes = [v.num_tokens for v in trace.token_maps[b].visuals]
         for key, per_example in trace.captures.items():
             norms = per_example[b].float().norm(dim=-1)
-            stats = [torch.stack([p.mean(), p.std(unbiased=False), p.min(), p.max()]) for p in torch.split(norms, sizes)]
+            stats = [
+                torch.stack([p.mean(), p.std(unbiased=False), p.min(), p.max()]) for p in torch.split(norms, sizes)
+            ]
             rec.ragged[f"norms/{key}"] = torch.stack(stats).numpy()
 
 
@@ -155,8 +163,9 @@ class Custom(Preset):
         sel, self.reduce = parse_selection(self.tokens), parse_reduction(self.reduce)
         self.tokens = str(sel)
         self.generate = self.generate or sel.kind == "generated"
-        self.needs_image = (sel.kind in ("vision", "vision_last", "image")
-                            or any(s.strip().startswith("vision.") for s in self.sites.split(",")))
+        self.needs_image = sel.kind in ("vision", "vision_last", "image") or any(
+            s.strip().startswith("vision.") for s in self.sites.split(",")
+        )
 
     def plan(self) -> CapturePlan:
         return CapturePlan.of(self.sites, layers=self.layers, tokens=self.tokens, reduce=self.reduce)
@@ -164,8 +173,10 @@ class Custom(Preset):
     def check(self, adapter) -> None:
         for req in self.plan().resolve(adapter):
             if req.site.is_attention:
-                raise VlmscopeError(f"site {req.key!r}: extract stores hidden states, not attention maps; "
-                                    "use the attention-map tools for attention")
+                raise VlmscopeError(
+                    f"site {req.key!r}: extract stores hidden states, not attention maps; "
+                    "use the attention-map tools for attention"
+                )
 
     def describe(self) -> dict:
         return {**super().describe(), "sites": self.sites, "tokens": self.tokens, "reduce": self.reduce}
@@ -174,8 +185,16 @@ class Custom(Preset):
         return self.reduce == "none"
 
 
-def make_preset(name: str, *, layers: str | None = None, sites: str | None = None, tokens: str | None = None,
-                reduce: str | None = None, generate: bool = False, max_new_tokens: int = 16) -> Preset:
+def make_preset(
+    name: str,
+    *,
+    layers: str | None = None,
+    sites: str | None = None,
+    tokens: str | None = None,
+    reduce: str | None = None,
+    generate: bool = False,
+    max_new_tokens: int = 16,
+) -> Preset:
     """A preset by name; `layers` overrides its default layer spec. Sites, tokens and reduce are
     for the custom preset only."""
     if name not in PRESETS:
@@ -183,8 +202,11 @@ def make_preset(name: str, *, layers: str | None = None, sites: str | None = Non
     if max_new_tokens < 1:
         raise VlmscopeError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     if name != "custom":
-        extra = [flag for flag, v in (("--sites", sites), ("--tokens", tokens), ("--reduce", reduce),
-                                      ("--generate", generate)) if v]
+        extra = [
+            flag
+            for flag, v in (("--sites", sites), ("--tokens", tokens), ("--reduce", reduce), ("--generate", generate))
+            if v
+        ]
         if extra:
             raise VlmscopeError(f"{', '.join(extra)} apply to the custom preset only, not {name!r}")
     if name == "halp":
@@ -195,5 +217,11 @@ def make_preset(name: str, *, layers: str | None = None, sites: str | None = Non
         return ThreePoint()
     if name == "layers":
         return Layers(layers=layers or "all")
-    return Custom(layers=layers or "all", sites=sites or "", tokens=tokens or "all", reduce=reduce or "none",
-                  generate=generate, max_new_tokens=max_new_tokens)
+    return Custom(
+        layers=layers or "all",
+        sites=sites or "",
+        tokens=tokens or "all",
+        reduce=reduce or "none",
+        generate=generate,
+        max_new_tokens=max_new_tokens,
+    )

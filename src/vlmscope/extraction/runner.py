@@ -35,8 +35,19 @@ from .presets import Preset
 
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _OOM = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError)
-PACKAGES = ("vlmscope", "torch", "torchvision", "transformers", "tokenizers", "h5py", "numpy", "pillow", "accelerate",
-            "datasets", "pyarrow")
+PACKAGES = (
+    "vlmscope",
+    "torch",
+    "torchvision",
+    "transformers",
+    "tokenizers",
+    "h5py",
+    "numpy",
+    "pillow",
+    "accelerate",
+    "datasets",
+    "pyarrow",
+)
 
 
 @dataclass
@@ -66,14 +77,18 @@ class Summary:
     def lines(self) -> list[str]:
         who = f"process {self.ctx.rank}/{self.ctx.world}: " if self.ctx.world > 1 else ""
         stages = ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items()))
-        out = [f"{who}extracted {self.rows} rows, {self.failed} failed{f' ({stages})' if stages else ''} "
-               f"in {self.seconds:.1f} s ({self.rows_per_s:.2f} rows/s); {self.parts_written} parts written, "
-               f"{self.parts_done_before} were already done"]
+        out = [
+            f"{who}extracted {self.rows} rows, {self.failed} failed{f' ({stages})' if stages else ''} "
+            f"in {self.seconds:.1f} s ({self.rows_per_s:.2f} rows/s); {self.parts_written} parts written, "
+            f"{self.parts_done_before} were already done"
+        ]
         if self.parts_set_aside:
             out.append(f"damaged parts set aside and redone: {', '.join(self.parts_set_aside)}")
         if self.complete:
-            out.append(f"store {self.out}: complete, {self.store_rows} rows, {self.store_failures} failures "
-                       f"(listed in failures.jsonl)")
+            out.append(
+                f"store {self.out}: complete, {self.store_rows} rows, {self.store_failures} failures "
+                f"(listed in failures.jsonl)"
+            )
         else:
             out.append(f"store {self.out}: not complete yet (other processes still running, or rerun with --resume)")
         return out
@@ -131,6 +146,7 @@ def compute(scope, preset: Preset, work: Work, dtype: torch.dtype, prepare) -> t
         if len(work.rows) == 1:
             row = work.rows[0]
             return [], [Failure(row.index, row.id, "model", _reason(e))]
+    assert work.batch is not None, "only rows ready for the model are computed"
     records, failures = [], []
     for row, ex in zip(work.rows, work.batch.examples):
         r, f = compute(scope, preset, Work(work.part, [row], prepare([ex])), dtype, prepare)
@@ -139,16 +155,28 @@ def compute(scope, preset: Preset, work: Work, dtype: torch.dtype, prepare) -> t
     return records, failures
 
 
-def extract(scope, source: Source, out: str | Path, preset: Preset, *, batch_size: int = 8,
-            checkpoint_every: int = 1000, resume: bool = False, save_dtype: str = "float32",
-            compression: str = "gzip", revision: str | None = None, progress: bool = True,
-            ctx: Context | None = None) -> Summary:
+def extract(
+    scope,
+    source: Source,
+    out: str | Path,
+    preset: Preset,
+    *,
+    batch_size: int = 8,
+    checkpoint_every: int = 1000,
+    resume: bool = False,
+    save_dtype: str = "float32",
+    compression: str = "gzip",
+    revision: str | None = None,
+    progress: bool = True,
+    ctx: Context | None = None,
+) -> Summary:
     """Extract `preset` for every row of `source` into the store at `out` (see docs/extraction.md)."""
     ctx = ctx or Context()
     out = Path(out)
     if batch_size < 1 or checkpoint_every < 1:
-        raise VlmscopeError(f"--batch-size and --checkpoint-every must be at least 1, got {batch_size} and "
-                            f"{checkpoint_every}")
+        raise VlmscopeError(
+            f"--batch-size and --checkpoint-every must be at least 1, got {batch_size} and {checkpoint_every}"
+        )
     if save_dtype not in SAVE_DTYPES:
         raise VlmscopeError(f"unknown --save-dtype {save_dtype!r}; choose from {', '.join(SAVE_DTYPES)}")
     if compression not in COMPRESSIONS:
@@ -166,14 +194,22 @@ def extract(scope, source: Source, out: str | Path, preset: Preset, *, batch_siz
         "checkpoint_every": checkpoint_every,
         "save_dtype": save_dtype,
         "compression": compression,
-        "model": {k: model[k] for k in ("source", "revision", "dtype", "attn_implementation", "min_pixels",
-                                        "max_pixels")},
+        "model": {
+            k: model[k] for k in ("source", "revision", "dtype", "attn_implementation", "min_pixels", "max_pixels")
+        },
     }
     run = json.loads(json.dumps(run))  # compared with the run.json of a run being resumed
     settings = {"batch_size": batch_size, "processes": ctx.world, "device": str(scope.device)}
-    meta = {"format": FORMAT, "version": VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "run": run, "model": model, "packages": package_versions(), "settings": settings,
-            "command": sys.argv}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run": run,
+        "model": model,
+        "packages": package_versions(),
+        "settings": settings,
+        "command": sys.argv,
+    }
 
     lock, set_aside_parts = StoreLock(out), []
 
@@ -192,8 +228,21 @@ def extract(scope, source: Source, out: str | Path, preset: Preset, *, batch_siz
     agree(ctx, claim)
     lock.shared()  # held by every process of this run until it ends: another run is refused
     try:
-        return _run(scope, source, out, preset, ctx, meta, total, checkpoint_every, batch_size, save_dtype,
-                    compression, progress, Summary(out, ctx=ctx, parts_set_aside=set_aside_parts))
+        return _run(
+            scope,
+            source,
+            out,
+            preset,
+            ctx,
+            meta,
+            total,
+            checkpoint_every,
+            batch_size,
+            save_dtype,
+            compression,
+            progress,
+            Summary(out, ctx=ctx, parts_set_aside=set_aside_parts),
+        )
     finally:
         lock.release()
 
@@ -207,9 +256,21 @@ def _set_aside_damaged(out: Path) -> list[str]:
     return moved
 
 
-def _run(scope, source: Source, out: Path, preset: Preset, ctx: Context, meta: dict, total: int,
-         checkpoint_every: int, batch_size: int, save_dtype: str, compression: str, progress: bool,
-         summary: Summary) -> Summary:
+def _run(
+    scope,
+    source: Source,
+    out: Path,
+    preset: Preset,
+    ctx: Context,
+    meta: dict,
+    total: int,
+    checkpoint_every: int,
+    batch_size: int,
+    save_dtype: str,
+    compression: str,
+    progress: bool,
+    summary: Summary,
+) -> Summary:
     """Extract this process's unfinished parts; the directory is claimed and locked."""
     from tqdm.auto import tqdm
 
@@ -230,10 +291,24 @@ def _run(scope, source: Source, out: Path, preset: Preset, ctx: Context, meta: d
             return scope.prepare(examples, with_answers=False)
 
     new_tokens = preset.max_new_tokens if preset.generate else 0
-    loader = Loader(source, mine, checkpoint_every, total, batch_size, prepare, preset.needs_image,
-                    check_length=lambda n: check_context_length(scope.model.config, n, new_tokens))
-    bar = tqdm(total=todo, unit="row", disable=not (progress and ctx.main), dynamic_ncols=True,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"extract {preset.name}")
+    loader = Loader(
+        source,
+        mine,
+        checkpoint_every,
+        total,
+        batch_size,
+        prepare,
+        preset.needs_image,
+        check_length=lambda n: check_context_length(scope.model.config, n, new_tokens),
+    )
+    bar = tqdm(
+        total=todo,
+        unit="row",
+        disable=not (progress and ctx.main),
+        dynamic_ncols=True,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        desc=f"extract {preset.name}",
+    )
     start = time.perf_counter()
     try:
         for item in loader:
@@ -272,4 +347,3 @@ def _run(scope, source: Source, out: Path, preset: Preset, ctx: Context, meta: d
             write_failures(out, failures)
             summary.complete, summary.store_rows, summary.store_failures = True, len(store), len(failures)
     return summary
-

@@ -11,5 +11,19 @@ from .registry import MAP_METHODS, explain, map_method
 from .rollout import Rollout
 from .token_maps import TokenMaps
 
-__all__ = ["Answer", "MapMethod", "TokenMaps", "MAP_METHODS", "map_method", "explain", "RawAttention", "Rollout",
-           "GradientRelevancy", "MaskingMap", "mask_impact", "vision_importance", "MaskingOptions", "MaskingResult"]
+__all__ = [
+    "Answer",
+    "MapMethod",
+    "TokenMaps",
+    "MAP_METHODS",
+    "map_method",
+    "explain",
+    "RawAttention",
+    "Rollout",
+    "GradientRelevancy",
+    "MaskingMap",
+    "mask_impact",
+    "vision_importance",
+    "MaskingOptions",
+    "MaskingResult",
+]

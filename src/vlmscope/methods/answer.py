@@ -51,9 +51,11 @@ class Answer:
         if example.answer is not None:
             trace = scope.forward(example, capture, dtype=dtype) if capture is not None else None
             tm = trace.token_maps[0] if trace is not None else scope.prepare(example).token_maps[0]
+            assert tm.answer is not None, "a teacher-forced example has an answer span"
             ids, generated = tm.input_ids[tm.answer[0] : tm.answer[1]], False
         else:
             trace = scope.generate(prompt, capture, max_new_tokens=max_new_tokens, dtype=dtype)
+            assert trace.generated_ids is not None, "generate records the generated ids"
             tm, ids, generated = trace.token_maps[0], trace.generated_ids[0], True
         return cls(
             prompt,

@@ -45,4 +45,5 @@ def aggregate(x: torch.Tensor, how: str, dim: int) -> torch.Tensor:
     if how == "min":
         return x.min(dim).values
     from ..errors import VlmscopeError
+
     raise VlmscopeError(f"unknown aggregation {how!r}; choose from mean, max, min")

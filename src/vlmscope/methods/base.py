@@ -40,8 +40,9 @@ class MapMethod:
     summary: ClassVar[str] = ""  # one line: the CLI's help and the report's legend
     uses_heads: ClassVar[bool] = True
 
-    def __init__(self, layers="all", heads="all", head_agg: str = "mean", keep_text: bool = False,
-                 exclude_sinks: bool = False):
+    def __init__(
+        self, layers="all", heads="all", head_agg: str = "mean", keep_text: bool = False, exclude_sinks: bool = False
+    ):
         if head_agg not in ("mean", "max", "min"):
             raise VlmscopeError(f"unknown aggregation {head_agg!r}; choose from mean, max, min")
         self.layers, self.heads, self.head_agg = layers, heads, head_agg
@@ -63,11 +64,24 @@ class MapMethod:
         raise NotImplementedError
 
     def options(self) -> dict:
-        return {"layers": self.layers, "heads": self.heads, "head_agg": self.head_agg, "keep_text": self.keep_text,
-                "exclude_sinks": self.exclude_sinks}
+        return {
+            "layers": self.layers,
+            "heads": self.heads,
+            "head_agg": self.head_agg,
+            "keep_text": self.keep_text,
+            "exclude_sinks": self.exclude_sinks,
+        }
 
-    def _result(self, scope: Scope, example: Example, answer: Answer, cols: np.ndarray, layers: list[int],
-                heads: list[int], layer_agg: str) -> TokenMaps:
+    def _result(
+        self,
+        scope: Scope,
+        example: Example,
+        answer: Answer,
+        cols: np.ndarray,
+        layers: list[int],
+        heads: list[int],
+        layer_agg: str,
+    ) -> TokenMaps:
         """TokenMaps from [n_tokens, key columns] weights over `key_columns(tm, keep_text)`."""
         _need_visual(example)
         tm = answer.token_map
@@ -79,10 +93,22 @@ class MapMethod:
         found = sink_tools.detect_sinks(maps) if self.exclude_sinks else []
         maps = sink_tools.exclude(maps, found)
         images = [load_image(i) for i in example.images] + [load_image(v[0]) for v in example.videos]
-        return TokenMaps(method=self.name, layers=list(layers), heads=list(heads), head_agg=self.head_agg,
-                         layer_agg=layer_agg, token_map=tm, token_ids=list(answer.ids), tokens=list(answer.tokens),
-                         answer=answer.text, maps=maps, text_maps=cols[:, text_idx] if self.keep_text else None,
-                         sinks=found, images=images, settings={"method": self.name, **self.options()})
+        return TokenMaps(
+            method=self.name,
+            layers=list(layers),
+            heads=list(heads),
+            head_agg=self.head_agg,
+            layer_agg=layer_agg,
+            token_map=tm,
+            token_ids=list(answer.ids),
+            tokens=list(answer.tokens),
+            answer=answer.text,
+            maps=maps,
+            text_maps=cols[:, text_idx] if self.keep_text else None,
+            sinks=found,
+            images=images,
+            settings={"method": self.name, **self.options()},
+        )
 
 
 def _need_visual(example: Example) -> None:

@@ -44,11 +44,14 @@ class FaithfulnessResult:
         return {"samples": self.samples, "accuracy": self.accuracy, "rows": self.rows}
 
     def table(self) -> str:
-        lines = ["| method | layers | pointing game | deletion AUC (lower better) | insertion AUC (higher better) |",
-                 "|---|---|---|---|---|"]
+        lines = [
+            "| method | layers | pointing game | deletion AUC (lower better) | insertion AUC (higher better) |",
+            "|---|---|---|---|---|",
+        ]
         for r in self.rows:
-            lines.append(f"| {r['method']} | {r['layers']} | {r['pointing']:.3f} | {r['deletion']:.3f} | "
-                         f"{r['insertion']:.3f} |")
+            lines.append(
+                f"| {r['method']} | {r['layers']} | {r['pointing']:.3f} | {r['deletion']:.3f} | {r['insertion']:.3f} |"
+            )
         return "\n".join(lines)
 
     def save(self, path) -> None:
@@ -75,7 +78,9 @@ def centre_map(visual) -> np.ndarray:
     return np.exp(-(xs**2 + ys**2) / (2 * (max(h, w) / 4) ** 2)).reshape(-1)
 
 
-def curve_probs(scope: Scope, answer: Answer, order: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def curve_probs(
+    scope: Scope, answer: Answer, order: np.ndarray, steps: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """P(first answer token) as the top-k tokens of `order` are knocked out (deletion) or are the
     only ones kept (insertion), k = 0..Nv in `steps` steps; all variants in one batch."""
     tm = answer.token_map
@@ -91,15 +96,18 @@ def curve_probs(scope: Scope, answer: Answer, order: np.ndarray, steps: int) -> 
     with torch.inference_mode(), intervening(editor):
         logits = scope.model(**batch.inputs, use_cache=False).logits[:, tm.query].float()
     p = torch.softmax(logits, -1)[:, answer.ids[0]].cpu().numpy()
-    return ks / len(vis), p[:len(ks)], p[len(ks):]
+    return ks / len(vis), p[: len(ks)], p[len(ks) :]
 
 
 def auc(x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.trapezoid(y, x)) if hasattr(np, "trapezoid") else float(np.trapz(y, x))
+    if hasattr(np, "trapezoid"):
+        return float(np.trapezoid(y, x))
+    return float(np.trapz(y, x))  # type: ignore[attr-defined,unused-ignore]  # numpy 1.x only
 
 
-def evaluate(scope: Scope, n: int = 40, seed: int = 1000, methods=tuple(MAP_METHODS), layer_ranges=None,
-             steps: int = 8) -> FaithfulnessResult:
+def evaluate(
+    scope: Scope, n: int = 40, seed: int = 1000, methods=tuple(MAP_METHODS), layer_ranges=None, steps: int = 8
+) -> FaithfulnessResult:
     """Score map methods (and random / centre baselines) on `n` fresh shapes questions about one object."""
     from ..data.shapes import make_dataset
     from ..specs import parse_layers
@@ -123,6 +131,7 @@ def evaluate(scope: Scope, n: int = 40, seed: int = 1000, methods=tuple(MAP_METH
         for m in methods:
             if m == "raw":  # one set of rows, scored per layer range
                 result = raw.attribute(scope, ex, answer)
+                assert result.layer_maps is not None, "the raw method keeps its per-layer maps"
                 for name, layers in ranges.items():
                     idx = [result.layers.index(i) for i in layers]
                     maps[("raw", name)] = result.layer_maps[idx, 0].mean(0)
@@ -133,8 +142,18 @@ def evaluate(scope: Scope, n: int = 40, seed: int = 1000, methods=tuple(MAP_METH
         for key, values in maps.items():
             order = np.argsort(-values, kind="stable")
             x, deletion, insertion = curve_probs(scope, answer, order, steps)
-            scores.setdefault(key, []).append((pointing_hit(values, boxes, rec.box), auc(x, deletion), auc(x, insertion)))
-    rows = [{"method": m, "layers": r, "n": len(v), "pointing": float(np.mean([s[0] for s in v])),
-             "deletion": float(np.mean([s[1] for s in v])), "insertion": float(np.mean([s[2] for s in v]))}
-            for (m, r), v in scores.items()]
+            scores.setdefault(key, []).append(
+                (pointing_hit(values, boxes, rec.box), auc(x, deletion), auc(x, insertion))
+            )
+    rows = [
+        {
+            "method": m,
+            "layers": r,
+            "n": len(v),
+            "pointing": float(np.mean([s[0] for s in v])),
+            "deletion": float(np.mean([s[1] for s in v])),
+            "insertion": float(np.mean([s[2] for s in v])),
+        }
+        for (m, r), v in scores.items()
+    ]
     return FaithfulnessResult(rows, len(records), correct / max(len(records), 1))

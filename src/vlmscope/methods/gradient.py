@@ -34,7 +34,8 @@ class GradientRelevancy(MapMethod):
         # make the graph start at the decoder input, whether or not the weights require grad
         handle = first.register_forward_pre_hook(
             lambda mod, args, kwargs: ((args[0].detach().requires_grad_(True),) + args[1:], kwargs) if args else None,
-            with_kwargs=True)
+            with_kwargs=True,
+        )
         try:
             with torch.enable_grad(), intervening(eager):
                 logits = scope.model(**batch.inputs, use_cache=False).logits[0]

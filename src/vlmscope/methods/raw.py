@@ -27,8 +27,16 @@ class RawAttention(MapMethod):
     name = "raw"
     summary = "attention of each token's predicting row, layers x heads aggregated"
 
-    def __init__(self, layers="all", heads="all", head_agg: str = "mean", layer_agg: str = "mean",
-                 keep_text: bool = False, exclude_sinks: bool = False, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        layers="all",
+        heads="all",
+        head_agg: str = "mean",
+        layer_agg: str = "mean",
+        keep_text: bool = False,
+        exclude_sinks: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__(layers, heads, head_agg, keep_text, exclude_sinks)
         if layer_agg not in ("mean", "max", "min"):
             raise VlmscopeError(f"unknown layer aggregation {layer_agg!r}; choose from mean, max, min")
@@ -39,8 +47,9 @@ class RawAttention(MapMethod):
 
     def capture_plan(self, scope: Scope) -> CapturePlan:
         layers, _ = self.check(scope)
-        return CapturePlan.of("llm.layers.attn", layers=layers, tokens="generated",
-                              columns="vision+text" if self.keep_text else "vision")
+        return CapturePlan.of(
+            "llm.layers.attn", layers=layers, tokens="generated", columns="vision+text" if self.keep_text else "vision"
+        )
 
     def attribute(self, scope: Scope, example: Example, answer: Answer) -> TokenMaps:
         layers, heads = self.check(scope)

@@ -43,6 +43,7 @@ def explain(scope: Scope, example: Example, method: str = "raw", max_new_tokens:
     """Generate (or teacher-force ``example.answer``) and map every answer token onto the
     image(s) with one method: the convenience form of ``map_method(...).attribute(...)``."""
     m = map_method(method, **options)
-    answer = Answer.resolve(scope, example, max_new_tokens, capture=m.capture_plan(scope),
-                            dtype=getattr(m, "dtype", None))
+    answer = Answer.resolve(
+        scope, example, max_new_tokens, capture=m.capture_plan(scope), dtype=getattr(m, "dtype", None)
+    )
     return m.attribute(scope, example, answer)

@@ -43,8 +43,15 @@ class Rollout(MapMethod):
     name = "rollout"
     summary = "attention rollout with the residual term (0.5 A + 0.5 I per layer)"
 
-    def __init__(self, layers="all", heads="all", head_agg: str = "mean", keep_text: bool = False,
-                 exclude_sinks: bool = False, residual: float = 0.5):
+    def __init__(
+        self,
+        layers="all",
+        heads="all",
+        head_agg: str = "mean",
+        keep_text: bool = False,
+        exclude_sinks: bool = False,
+        residual: float = 0.5,
+    ):
         super().__init__(layers, heads, head_agg, keep_text, exclude_sinks)
         self.residual = residual
 

@@ -36,7 +36,7 @@ class TokenMaps:
         """[t, h, w] map of generated token j over visual k's merged token grid."""
         starts = np.cumsum([0] + [v.num_tokens for v in self.token_map.visuals])
         v = self.token_map.visual(visual)
-        return self.maps[j, starts[visual]:starts[visual + 1]].reshape(v.merged_thw)
+        return self.maps[j, starts[visual] : starts[visual + 1]].reshape(v.merged_thw)
 
     def pixel_map(self, j: int, visual: int = 0, frame: int = 0) -> np.ndarray:
         """[H, W] map at the original image's resolution (each token fills its pixel box)."""
@@ -47,10 +47,19 @@ class TokenMaps:
 
     def to_dict(self) -> dict:
         return {
-            "method": self.method, "layers": self.layers, "heads": self.heads, "head_agg": self.head_agg,
-            "layer_agg": self.layer_agg, "answer": self.answer, "tokens": self.tokens, "token_ids": self.token_ids,
-            "maps": self.maps.tolist(), "text_maps": None if self.text_maps is None else self.text_maps.tolist(),
-            "sinks": self.sinks, "token_map": self.token_map.summary(), "settings": self.settings,
+            "method": self.method,
+            "layers": self.layers,
+            "heads": self.heads,
+            "head_agg": self.head_agg,
+            "layer_agg": self.layer_agg,
+            "answer": self.answer,
+            "tokens": self.tokens,
+            "token_ids": self.token_ids,
+            "maps": self.maps.tolist(),
+            "text_maps": None if self.text_maps is None else self.text_maps.tolist(),
+            "sinks": self.sinks,
+            "token_map": self.token_map.summary(),
+            "settings": self.settings,
         }
 
     def save(self, out_dir, formats=("png", "npz", "html")) -> dict[str, str]:

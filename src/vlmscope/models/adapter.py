@@ -8,7 +8,7 @@ methods reach the model only through these methods.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -40,8 +40,10 @@ class Adapter:
             self.lm_head = model.lm_head
             self.language_model.layers  # noqa: B018 (presence check)
         except AttributeError:
-            raise VlmscopeError(f"cannot find the vision tower and decoder layers of {type(model).__name__}; "
-                                "vlmscope needs transformers >= 5 module names (model.visual, model.language_model)") from None
+            raise VlmscopeError(
+                f"cannot find the vision tower and decoder layers of {type(model).__name__}; "
+                "vlmscope needs transformers >= 5 module names (model.visual, model.language_model)"
+            ) from None
         vc = self.config.vision_config
         self.patch_size = int(vc.patch_size)
         self.merge_size = int(vc.spatial_merge_size)
@@ -97,7 +99,9 @@ class Adapter:
         """Split a user's site name into (group, index text or None for 'every index')."""
         found = match_group(name, self.site_groups())
         if found is None:
-            raise VlmscopeError(f"unknown site {name!r} for {self.display_name}; sites: {', '.join(self.site_groups())}")
+            raise VlmscopeError(
+                f"unknown site {name!r} for {self.display_name}; sites: {', '.join(self.site_groups())}"
+            )
         return found
 
     def site(self, name: str) -> Site:
@@ -106,7 +110,9 @@ class Adapter:
         if self._specs[group].indexed:
             n = self.group_size(group)
             if idx is None:
-                raise VlmscopeError(f"site {name!r} needs an index, e.g. {group.replace('{i}', '0').replace('{k}', '0')}")
+                raise VlmscopeError(
+                    f"site {name!r} needs an index, e.g. {group.replace('{i}', '0').replace('{k}', '0')}"
+                )
             i = int(idx)
             if not -n <= i < n:
                 raise VlmscopeError(f"site {name!r} out of range: {self.display_name} has {n} of them (0..{n - 1})")
@@ -139,6 +145,7 @@ class Adapter:
         if ready == "decoder":
             return 0
         if ready == "layer":
+            assert site.index is not None, "a per-layer site has an index"
             return int(site.index) + 1
         if ready == "norm":
             return self.num_layers + 1
@@ -162,7 +169,7 @@ class Adapter:
         m, out, start = self.merge_size, [], 0
         for t, h, w in grid_thw.tolist():
             n = t * h * w
-            part = x[start:start + n].reshape(t, h // m, w // m, m, m, -1)
+            part = x[start : start + n].reshape(t, h // m, w // m, m, m, -1)
             out.append(part.permute(0, 1, 3, 2, 4, 5).reshape(n, -1))
             start += n
         return torch.cat(out)
@@ -171,17 +178,19 @@ class Adapter:
         m, out, start = self.merge_size, [], 0
         for t, h, w in grid_thw.tolist():
             n = t * h * w
-            part = x[start:start + n].reshape(t, h // m, m, w // m, m, -1)
+            part = x[start : start + n].reshape(t, h // m, m, w // m, m, -1)
             out.append(part.permute(0, 1, 3, 2, 4, 5).reshape(n, -1))
             start += n
         return torch.cat(out)
 
     # ---- the model's own computations, for runs that call the decoder directly ---------------
-    def rope_positions(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor | None,
-                       image_grid_thw: torch.Tensor | None) -> torch.Tensor:
+    def rope_positions(
+        self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor | None, image_grid_thw: torch.Tensor | None
+    ) -> torch.Tensor:
         """[3, B, T] mRoPE positions of `input_ids`, as the model computes them."""
-        positions, _ = self.model.model.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids,
-                                                       image_grid_thw=image_grid_thw)
+        positions, _ = self.model.model.get_rope_index(
+            input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=image_grid_thw
+        )
         return positions
 
     def image_features(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor):
@@ -207,9 +216,23 @@ class Adapter:
         return text.strip(), p
 
     # ---- tiny random models for tests --------------------------------------------------------
+    tiny_patch: ClassVar[int]  # vision patch size of the tiny test models
+
     @classmethod
-    def tiny_config(cls, tokenizer, **sizes):
-        """Config of a small random model of this family whose token ids match `tokenizer`."""
+    def tiny_config(
+        cls,
+        tokenizer,
+        *,
+        text_layers: int = 3,
+        vision_depth: int = 2,
+        hidden: int = 64,
+        heads: int = 4,
+        kv_heads: int = 2,
+        vision_hidden: int = 32,
+        vision_heads: int = 2,
+    ):
+        """Config of a small random model of this family whose token ids match `tokenizer`.
+        Every family takes these sizes; a family may add its own keywords."""
         raise NotImplementedError
 
     @classmethod

@@ -7,8 +7,14 @@ from pathlib import Path
 from ..errors import VlmscopeError
 from .registry import adapter_class
 
-DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-          "bfloat16": "bfloat16", "bf16": "bfloat16"}
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
 
 
 def default_model() -> str:
@@ -59,8 +65,10 @@ def check_weights(source: str) -> None:
     if not any(path.glob("*.safetensors")):
         found = sorted(p.name for p in path.glob("*.bin")) or sorted(p.name for p in path.iterdir())[:3]
         what = f" (found {', '.join(found)})" if found else " (the directory is empty)"
-        raise VlmscopeError(f"no *.safetensors weights in {source!r}{what}: vlmscope loads safetensors only, because "
-                            "pickle weights can run arbitrary code; convert them with save_pretrained(safe_serialization=True)")
+        raise VlmscopeError(
+            f"no *.safetensors weights in {source!r}{what}: vlmscope loads safetensors only, because "
+            "pickle weights can run arbitrary code; convert them with save_pretrained(safe_serialization=True)"
+        )
 
 
 def check_attention(name: str | None) -> None:
@@ -74,10 +82,17 @@ def check_attention(name: str | None) -> None:
         raise VlmscopeError(f"unknown attention implementation {name!r}; choose from {', '.join(known)}")
 
 
-def load_model(model: str | Path | None = None, device: str = "auto", dtype="auto",
-               attn_implementation: str | None = None, device_map: str | dict | None = None,
-               trust_remote_code: bool = False, revision: str | None = None,
-               min_pixels: int | None = None, max_pixels: int | None = None):
+def load_model(
+    model: str | Path | None = None,
+    device: str = "auto",
+    dtype="auto",
+    attn_implementation: str | None = None,
+    device_map: str | dict | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+):
     """(HF model, processor, adapter, source) for a hub id or a directory; see `vlmscope.load`."""
     import transformers
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor

@@ -3,6 +3,8 @@ merger emit merge units in window order; sites undo that permutation to raster o
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..sites import SiteSpec
@@ -21,8 +23,9 @@ class Qwen2_5_VLAdapter(Adapter):
         from transformers.vision_utils import get_vision_window_index
 
         vc = self.config.vision_config
-        return get_vision_window_index(grid_thw, spatial_merge_size=vc.spatial_merge_size,
-                                       window_size=vc.window_size, patch_size=vc.patch_size)[0]
+        return get_vision_window_index(
+            grid_thw, spatial_merge_size=vc.spatial_merge_size, window_size=vc.window_size, patch_size=vc.patch_size
+        )[0]
 
     def _unit(self, spec: SiteSpec) -> int:
         return self.merge_size**2 if spec.layout == "patches" else 1
@@ -42,22 +45,46 @@ class Qwen2_5_VLAdapter(Adapter):
         return x
 
     @classmethod
-    def tiny_config(cls, tokenizer, *, text_layers: int = 3, vision_depth: int = 2, hidden: int = 64, heads: int = 4,
-                    kv_heads: int = 2, vision_hidden: int = 32, vision_heads: int = 2):
+    def tiny_config(
+        cls,
+        tokenizer,
+        *,
+        text_layers: int = 3,
+        vision_depth: int = 2,
+        hidden: int = 64,
+        heads: int = 4,
+        kv_heads: int = 2,
+        vision_hidden: int = 32,
+        vision_heads: int = 2,
+    ):
         from transformers import Qwen2_5_VLConfig
 
         text = text_config(tokenizer, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads)
         # window 56 px = 2x2 merged tokens; the last block uses full attention.
-        vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=vision_hidden * 2,
-                      num_heads=vision_heads, out_hidden_size=hidden, patch_size=cls.tiny_patch, spatial_merge_size=2,
-                      temporal_patch_size=2, window_size=56, fullatt_block_indexes=[vision_depth - 1])
-        return Qwen2_5_VLConfig(text_config={**text, "rope_scaling": mrope(hidden // heads)}, vision_config=vision,
-                                **token_ids(tokenizer))
+        vision: dict[str, Any] = dict(
+            depth=vision_depth,
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            num_heads=vision_heads,
+            out_hidden_size=hidden,
+            patch_size=cls.tiny_patch,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=56,
+            fullatt_block_indexes=[vision_depth - 1],
+        )
+        return Qwen2_5_VLConfig(
+            text_config={**text, "rope_scaling": mrope(hidden // heads)}, vision_config=vision, **token_ids(tokenizer)
+        )
 
     @classmethod
     def tiny_processor(cls, tokenizer, size: dict):
         from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-        kw = dict(patch_size=cls.tiny_patch, merge_size=2, temporal_patch_size=2, size=size)
-        return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**kw), tokenizer=tokenizer,
-                                   video_processor=Qwen2VLVideoProcessor(**kw), chat_template=CHAT_TEMPLATE)
+        kw: dict[str, Any] = dict(patch_size=cls.tiny_patch, merge_size=2, temporal_patch_size=2, size=size)
+        return Qwen2_5_VLProcessor(
+            image_processor=Qwen2VLImageProcessor(**kw),
+            tokenizer=tokenizer,
+            video_processor=Qwen2VLVideoProcessor(**kw),
+            chat_template=CHAT_TEMPLATE,
+        )

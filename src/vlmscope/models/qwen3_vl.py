@@ -17,10 +17,21 @@ class Qwen3VLAdapter(Adapter):
     display_name = "Qwen3-VL"
     hf_class = "Qwen3VLForConditionalGeneration"
     tiny_patch = 16
-    sites = BASE_SITES[:3] + (
-        SiteSpec("vision.deepstack.{k}", f"{VISUAL}.deepstack_merger_list.{{k}}", "post", "tokens", "decoder",
-                 "[Nv, D] deepstack features added to the image positions after LLM layer k", counts="deepstack"),
-    ) + BASE_SITES[3:]
+    sites = (
+        BASE_SITES[:3]
+        + (
+            SiteSpec(
+                "vision.deepstack.{k}",
+                f"{VISUAL}.deepstack_merger_list.{{k}}",
+                "post",
+                "tokens",
+                "decoder",
+                "[Nv, D] deepstack features added to the image positions after LLM layer k",
+                counts="deepstack",
+            ),
+        )
+        + BASE_SITES[3:]
+    )
 
     @property
     def deepstack_visual_indexes(self) -> list[int]:
@@ -37,17 +48,35 @@ class Qwen3VLAdapter(Adapter):
         return {"visual_pos_masks": visual_mask, "deepstack_visual_embeds": deepstack}
 
     @classmethod
-    def tiny_config(cls, tokenizer, *, text_layers: int = 3, vision_depth: int = 2, hidden: int = 64, heads: int = 4,
-                    kv_heads: int = 2, vision_hidden: int = 32, vision_heads: int = 2,
-                    num_position_embeddings: int = 64):
+    def tiny_config(
+        cls,
+        tokenizer,
+        *,
+        text_layers: int = 3,
+        vision_depth: int = 2,
+        hidden: int = 64,
+        heads: int = 4,
+        kv_heads: int = 2,
+        vision_hidden: int = 32,
+        vision_heads: int = 2,
+        num_position_embeddings: int = 64,
+    ):
         from transformers import Qwen3VLConfig
 
         text = text_config(tokenizer, text_layers=text_layers, hidden=hidden, heads=heads, kv_heads=kv_heads)
         head_dim = hidden // heads
-        vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=vision_hidden * 2,
-                      num_heads=vision_heads, out_hidden_size=hidden, patch_size=cls.tiny_patch, spatial_merge_size=2,
-                      temporal_patch_size=2, num_position_embeddings=num_position_embeddings,
-                      deepstack_visual_indexes=list(range(min(2, vision_depth))))
+        vision: dict[str, Any] = dict(
+            depth=vision_depth,
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            num_heads=vision_heads,
+            out_hidden_size=hidden,
+            patch_size=cls.tiny_patch,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_position_embeddings=num_position_embeddings,
+            deepstack_visual_indexes=list(range(min(2, vision_depth))),
+        )
         text3 = {**text, "head_dim": head_dim, "rope_scaling": mrope(head_dim, interleaved=True)}
         return Qwen3VLConfig(text_config=text3, vision_config=vision, **token_ids(tokenizer))
 
@@ -55,6 +84,10 @@ class Qwen3VLAdapter(Adapter):
     def tiny_processor(cls, tokenizer, size: dict):
         from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
-        kw = dict(patch_size=cls.tiny_patch, merge_size=2, temporal_patch_size=2, size=size)
-        return Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(**kw), tokenizer=tokenizer,
-                                video_processor=Qwen3VLVideoProcessor(**kw), chat_template=CHAT_TEMPLATE)
+        kw: dict[str, Any] = dict(patch_size=cls.tiny_patch, merge_size=2, temporal_patch_size=2, size=size)
+        return Qwen3VLProcessor(
+            image_processor=Qwen2VLImageProcessor(**kw),
+            tokenizer=tokenizer,
+            video_processor=Qwen3VLVideoProcessor(**kw),
+            chat_template=CHAT_TEMPLATE,
+        )

@@ -12,9 +12,7 @@ from .qwen2_5_vl import Qwen2_5_VLAdapter
 from .qwen2_vl import Qwen2VLAdapter
 from .qwen3_vl import Qwen3VLAdapter
 
-FAMILIES: dict[str, type[Adapter]] = {
-    a.family: a for a in (Qwen2VLAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter)
-}
+FAMILIES: dict[str, type[Adapter]] = {a.family: a for a in (Qwen2VLAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter)}
 
 
 def register(adapter: type[Adapter]) -> type[Adapter]:

@@ -8,6 +8,7 @@ start here, and nothing is downloaded.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -51,7 +52,7 @@ DEFAULT_CORPUS = (
 def build_tokenizer(corpus: str = DEFAULT_CORPUS, vocab_size: int = 512):
     """A byte-level BPE tokenizer (like Qwen's) that carries the Qwen special tokens, wrapped in
     the Qwen2 tokenizer class the Qwen-VL processors expect."""
-    from transformers import Qwen2TokenizerFast
+    from transformers import Qwen2TokenizerFast  # type: ignore[attr-defined]  # a lazy alias mypy cannot see
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -78,26 +79,37 @@ def mrope(head_dim: int, interleaved: bool = False) -> dict:
     """mRoPE sections (temporal, height, width) summing to half the head dim, as `rope_scaling`."""
     half = head_dim // 2
     t = half - 2 * (half // 3)
-    rope = {"rope_type": "default", "mrope_section": [t, half // 3, half // 3]}
+    rope: dict[str, Any] = {"rope_type": "default", "mrope_section": [t, half // 3, half // 3]}
     if interleaved:
         rope["mrope_interleaved"] = True
     return rope
 
 
-def token_ids(tokenizer) -> dict[str, int]:
+def token_ids(tokenizer) -> dict[str, Any]:
     """The vision token ids a config needs, read from `tokenizer`."""
-    return {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in [
-        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
-    ]}
+    return {
+        name: tokenizer.convert_tokens_to_ids(tok)
+        for name, tok in [
+            ("image_token_id", "<|image_pad|>"),
+            ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+        ]
+    }
 
 
 def text_config(tokenizer, *, text_layers: int = 3, hidden: int = 64, heads: int = 4, kv_heads: int = 2) -> dict:
     """Keyword arguments of a small decoder whose special ids match `tokenizer`."""
     return dict(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
-        num_hidden_layers=text_layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        max_position_embeddings=4096, rms_norm_eps=1e-6, rope_theta=10000.0,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=text_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.pad_token_id,

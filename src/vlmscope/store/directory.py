@@ -35,8 +35,9 @@ def check_directory(out: str | Path, run: dict | None, resume: bool) -> dict | N
         return None  # new, empty, or only what a run killed before writing run.json leaves
     meta_path = out / RUN_FILE
     if not meta_path.is_file():
-        raise VlmscopeError(f"output directory {str(out)!r} is not empty and holds no vlmscope store; "
-                            "choose an empty or new directory")
+        raise VlmscopeError(
+            f"output directory {str(out)!r} is not empty and holds no vlmscope store; choose an empty or new directory"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
@@ -45,15 +46,18 @@ def check_directory(out: str | Path, run: dict | None, resume: bool) -> dict | N
         raise VlmscopeError(f"{str(meta_path)!r} is not a vlmscope store (format {meta.get('format')!r})")
     done = len(finished_parts(out))
     if not resume:
-        raise VlmscopeError(f"output directory {str(out)!r} already holds a run ({meta['run'].get('preset')}, "
-                            f"{done} parts finished); pass --resume to continue it, or choose another directory")
+        raise VlmscopeError(
+            f"output directory {str(out)!r} already holds a run ({meta['run'].get('preset')}, "
+            f"{done} parts finished); pass --resume to continue it, or choose another directory"
+        )
     if run:
         run = _check_fingerprint(out, meta["run"], run)
     differ = sorted(k for k in set(meta["run"]) | set(run) if meta["run"].get(k) != run.get(k)) if run else []
-    if differ:
+    if run and differ:  # differ is empty without run
         got = ", ".join(f"{k}={meta['run'].get(k)!r} (now {run.get(k)!r})" for k in differ)
-        raise VlmscopeError(f"cannot resume {str(out)!r}: it was started with {got}; "
-                            "use the same settings or another directory")
+        raise VlmscopeError(
+            f"cannot resume {str(out)!r}: it was started with {got}; use the same settings or another directory"
+        )
     return meta
 
 
@@ -68,7 +72,8 @@ def _check_fingerprint(out: Path, stored: dict, run: dict) -> dict:
         raise VlmscopeError(
             f"cannot resume {str(out)!r}: the rows of source {run['source'].get('path')!r} changed since the run "
             f"started ({old['rows']} rows, sha256 {old['sha256'][:12]}; now {new['rows']} rows, sha256 "
-            f"{new['sha256'][:12]}): resuming would mix two datasets; restore the source or use another directory")
+            f"{new['sha256'][:12]}): resuming would mix two datasets; restore the source or use another directory"
+        )
     return run
 
 

@@ -35,7 +35,7 @@ def _rows(store: Store):
             for n, c in store.columns.items():
                 if c.ragged:
                     values, off = cols[n]
-                    arrays[n] = values[off[k]:off[k + 1]]
+                    arrays[n] = values[off[k] : off[k + 1]]
                 else:
                     arrays[n] = cols[n][k]
             yield fields, arrays
@@ -58,8 +58,17 @@ def to_npy(store: Store, out: str | Path) -> Path:
         manifest = {**fields, "arrays": entries}
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
         listing.append({"index": fields["index"], "sample_id": fields["sample_id"], "folder": folder.name})
-    (out / "manifest.json").write_text(json.dumps({"source": str(store.path), "model": store.meta.get("model"),
-                                                   "run": store.meta.get("run"), "samples": listing}, indent=2))
+    (out / "manifest.json").write_text(
+        json.dumps(
+            {
+                "source": str(store.path),
+                "model": store.meta.get("model"),
+                "run": store.meta.get("run"),
+                "samples": listing,
+            },
+            indent=2,
+        )
+    )
     return out
 
 

@@ -9,15 +9,18 @@ On systems without ``fcntl`` the lock is a no-op.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 from ..errors import VlmscopeError
 
 LOCK_FILE = ".lock"
 
+fcntl: ModuleType | None
 try:
-    import fcntl
+    fcntl = importlib.import_module("fcntl")
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
@@ -36,7 +39,7 @@ class StoreLock:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         return self.fd
 
-    def exclusive(self) -> "StoreLock":
+    def exclusive(self) -> StoreLock:
         """Take the lock alone, or raise VlmscopeError naming the process that holds it."""
         fd = self._open()
         if fcntl is None:
@@ -50,7 +53,7 @@ class StoreLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return self
 
-    def shared(self) -> "StoreLock":
+    def shared(self) -> StoreLock:
         """Hold the lock beside the other processes of the same run (blocks while one holds it alone)."""
         fd = self._open()
         if fcntl is not None:
@@ -69,8 +72,10 @@ def busy_message(out: Path) -> str:
     except OSError:
         pid = ""
     who = f"process {pid}" if pid else "another process"
-    return (f"store {str(out)!r} is in use: {who} is extracting into it; wait for it to finish "
-            f"(then --resume if needed) or choose another directory")
+    return (
+        f"store {str(out)!r} is in use: {who} is extracting into it; wait for it to finish "
+        f"(then --resume if needed) or choose another directory"
+    )
 
 
 def check_free(out: str | Path) -> None:

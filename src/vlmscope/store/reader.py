@@ -19,7 +19,7 @@ class Column:
     [n_i, *shape] for a ragged one. ``col.read(start, stop)`` reads a range of rows: an array
     for a fixed column, (values, offsets) for a ragged one."""
 
-    def __init__(self, store: "Store", name: str, ragged: bool, shape: tuple, dtype: np.dtype):
+    def __init__(self, store: Store, name: str, ragged: bool, shape: tuple, dtype: np.dtype):
         self.store, self.name, self.ragged, self.shape, self.dtype = store, name, ragged, shape, dtype
 
     def __len__(self) -> int:
@@ -36,7 +36,7 @@ class Column:
         f = self.store._file(part)
         if not self.ragged:
             return f[f"features/{self.name}"][j]
-        a, b = f[f"features/{self.name}/offsets"][j:j + 2]
+        a, b = f[f"features/{self.name}/offsets"][j : j + 2]
         return f[f"features/{self.name}/values"][a:b]
 
     def __iter__(self):
@@ -51,8 +51,8 @@ class Column:
             if not self.ragged:
                 pieces.append(f[f"features/{self.name}"][a:b])
             else:
-                off = f[f"features/{self.name}/offsets"][a:b + 1]
-                pieces.append((f[f"features/{self.name}/values"][off[0]:off[-1]], off - off[0]))
+                off = f[f"features/{self.name}/offsets"][a : b + 1]
+                pieces.append((f[f"features/{self.name}/values"][off[0] : off[-1]], off - off[0]))
         if not self.ragged:
             return np.concatenate(pieces) if pieces else np.zeros((0, *self.shape), self.dtype)
         if not pieces:
@@ -137,7 +137,7 @@ class Store:
     def __contains__(self, name: str) -> bool:
         return name in self.columns
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -171,9 +171,13 @@ class Store:
         out = []
         for p in self._order:
             g = self._file(p)["failures"]
-            cols = {n: (g[n].asstr()[:] if n != "index" else g[n][:]) for n in ("index", "sample_id", "stage", "reason")}
-            out += [{"index": int(i), "sample_id": s, "stage": st, "reason": r}
-                    for i, s, st, r in zip(cols["index"], cols["sample_id"], cols["stage"], cols["reason"])]
+            cols = {
+                n: (g[n].asstr()[:] if n != "index" else g[n][:]) for n in ("index", "sample_id", "stage", "reason")
+            }
+            out += [
+                {"index": int(i), "sample_id": s, "stage": st, "reason": r}
+                for i, s, st, r in zip(cols["index"], cols["sample_id"], cols["stage"], cols["reason"])
+            ]
         return sorted(out, key=lambda f: f["index"])
 
     @property
@@ -204,8 +208,10 @@ class Store:
             "run": self.meta.get("run", {}),
             "packages": self.meta.get("packages", {}),
             "failures_file": str(self.path / FAILURES_FILE) if (self.path / FAILURES_FILE).is_file() else None,
-            "columns": {n: {"kind": "ragged" if c.ragged else "fixed", "shape": list(c.shape), "dtype": str(c.dtype)}
-                        for n, c in self.columns.items()},
+            "columns": {
+                n: {"kind": "ragged" if c.ragged else "fixed", "shape": list(c.shape), "dtype": str(c.dtype)}
+                for n, c in self.columns.items()
+            },
         }
 
 

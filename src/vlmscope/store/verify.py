@@ -53,7 +53,7 @@ def _read_all(ds: h5py.Dataset) -> None:
         return
     step = max(1, ds.chunks[0] if ds.chunks else ds.shape[0])
     for i in range(0, ds.shape[0], step):
-        ds[i:i + step]
+        ds[i : i + step]
 
 
 def check_part(path: str | Path, full: bool = False) -> str | None:

@@ -41,13 +41,22 @@ def _fsync(path: Path) -> None:
 class PartWriter:
     """One part: rows append to ``.part-NNNNNN.h5.tmp``; `commit` syncs and renames it."""
 
-    def __init__(self, out: Path, part: int, first: int, stop: int, run_json: str, compression: str = "gzip",
-                 attrs: dict | None = None):
+    def __init__(
+        self,
+        out: Path,
+        part: int,
+        first: int,
+        stop: int,
+        run_json: str,
+        compression: str = "gzip",
+        attrs: dict | None = None,
+    ):
         self.tmp, self.final = temp_path(out, part), part_path(out, part)
         self.filters = _filters(compression)
         self.file = h5py.File(self.tmp, "w")
-        self.file.attrs.update({"format": FORMAT, "version": VERSION, "part": part, "first_row": first,
-                                "stop_row": stop, **(attrs or {})})
+        self.file.attrs.update(
+            {"format": FORMAT, "version": VERSION, "part": part, "first_row": first, "stop_row": stop, **(attrs or {})}
+        )
         self.file.create_dataset("run", data=run_json, dtype=_STR)
         self.rows = 0
         self.schema: tuple | None = None
@@ -89,8 +98,14 @@ class PartWriter:
             row_bytes = max(1, int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize)
             rows = 1024 if strings else max(1, min(4096, _CHUNK_BYTES // row_bytes))
             kw = {k: v for k, v in self.filters.items() if not (strings and k == "shuffle")}
-            self.file.create_dataset(path, shape=(0, *data.shape[1:]), maxshape=(None, *data.shape[1:]),
-                                     dtype=_STR if strings else data.dtype, chunks=(rows, *data.shape[1:]), **kw)
+            self.file.create_dataset(
+                path,
+                shape=(0, *data.shape[1:]),
+                maxshape=(None, *data.shape[1:]),
+                dtype=_STR if strings else data.dtype,
+                chunks=(rows, *data.shape[1:]),
+                **kw,
+            )
         ds = self.file[path]
         n = ds.shape[0]
         ds.resize(n + len(data), axis=0)
@@ -104,8 +119,9 @@ class PartWriter:
         fails = self.failures
         self.file.create_dataset("failures/index", data=np.array([f.index for f in fails], dtype=np.int64))
         for name in ("sample_id", "stage", "reason"):
-            self.file.create_dataset(f"failures/{name}", data=np.array([getattr(f, name) for f in fails], dtype=object),
-                                     dtype=_STR)
+            self.file.create_dataset(
+                f"failures/{name}", data=np.array([getattr(f, name) for f in fails], dtype=object), dtype=_STR
+            )
         self.file.attrs["rows"] = self.rows
         self.file.close()
         _fsync(self.tmp)
@@ -129,8 +145,9 @@ def _column(values: list) -> np.ndarray:
 class StoreWriter:
     """Parts written on a background thread, in the order the messages arrive."""
 
-    def __init__(self, out: str | Path, run_json: str, compression: str = "gzip", queue_size: int = 8,
-                 attrs: dict | None = None):
+    def __init__(
+        self, out: str | Path, run_json: str, compression: str = "gzip", queue_size: int = 8, attrs: dict | None = None
+    ):
         """`attrs` are stamped on every part (who wrote it: process, batch size, device)."""
         self.out, self.run_json, self.compression, self.attrs = Path(out), run_json, compression, attrs or {}
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -174,8 +191,10 @@ class StoreWriter:
             while (msg := self.queue.get()) is not None:
                 kind, part, payload = msg
                 if kind == "begin":
-                    self._open[part] = PartWriter(self.out, part, *payload, self.run_json, self.compression,
-                                                  self.attrs)
+                    first, stop = payload
+                    self._open[part] = PartWriter(
+                        self.out, part, first, stop, self.run_json, self.compression, self.attrs
+                    )
                 elif kind == "rows":
                     self._open[part].append(payload)
                 elif kind == "fail":

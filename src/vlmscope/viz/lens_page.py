@@ -25,9 +25,16 @@ def page_data(lens) -> dict:
     top-k list (text, score[, caption, position]) of each of its tokens."""
     n0 = lens.grids[0][0] * lens.grids[0][1] * lens.grids[0][2] if lens.grids else lens.num_tokens
     w, h = lens.image.size if lens.image is not None else (1, 1)
-    return {"kind": lens.kind, "layers": lens.layers, "size": [w, h], "boxes": lens.boxes[0] if lens.boxes else [],
-            "top": {str(layer): [[[e.text, round(e.score, 4), e.caption, e.position] for e in tok]
-                                 for tok in toks[:n0]] for layer, toks in lens.entries.items()}}
+    return {
+        "kind": lens.kind,
+        "layers": lens.layers,
+        "size": [w, h],
+        "boxes": lens.boxes[0] if lens.boxes else [],
+        "top": {
+            str(layer): [[[e.text, round(e.score, 4), e.caption, e.position] for e in tok] for tok in toks[:n0]]
+            for layer, toks in lens.entries.items()
+        },
+    }
 
 
 def render_page(lens) -> str:
@@ -37,10 +44,19 @@ def render_page(lens) -> str:
     height = round(img.size[1] * scale)
     score = "probability" if lens.kind == "logit" else "cosine"
     title = f"{lens.kind} lens" + (f" — {lens.prompt}" if lens.prompt else "")
-    return _TEMPLATE.format(title=html.escape(title), model=html.escape(lens.model), kind=html.escape(lens.kind),
-                            score=score, uri=_data_uri(img), w=_DISPLAY, h=height, scale=scale, data=data,
-                            index=html.escape(f" · index {lens.index}" if lens.index else ""),
-                            last=len(lens.layers) - 1)
+    return _TEMPLATE.format(
+        title=html.escape(title),
+        model=html.escape(lens.model),
+        kind=html.escape(lens.kind),
+        score=score,
+        uri=_data_uri(img),
+        w=_DISPLAY,
+        h=height,
+        scale=scale,
+        data=data,
+        index=html.escape(f" · index {lens.index}" if lens.index else ""),
+        last=len(lens.layers) - 1,
+    )
 
 
 _TEMPLATE = """<!doctype html>

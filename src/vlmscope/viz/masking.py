@@ -49,21 +49,32 @@ def save_text_importance(result, out: Path, metric: str = "drop") -> tuple[Path,
 
     def line(values: np.ndarray) -> str:
         scale = float(np.abs(values).max())
-        return " ".join(f'<span title="{v:+.4f}" style="background:{_colour(v, scale)}">{html.escape(t)}</span>'
-                        for t, v in zip(labels, values))
+        return " ".join(
+            f'<span title="{v:+.4f}" style="background:{_colour(v, scale)}">{html.escape(t)}</span>'
+            for t, v in zip(labels, values)
+        )
 
-    rows = "".join(f"<tr><td>{j}: {html.escape(repr(t))}</td><td>{line(per_token[:, j])}</td></tr>"
-                   for j, t in enumerate(result.answer_tokens))
-    page = (f"<!doctype html><meta charset='utf-8'><title>text importance</title>"
-            f"<body style='font-family:sans-serif'><h3>{html.escape(result.prompt)}</h3>"
-            f"<p>answer: <b>{html.escape(result.answer_text)}</b>; colour: {what} when the unit is masked "
-            f"({html.escape(result.settings.get('perturbation', ''))}); hover for values</p>"
-            f"<p>whole answer: {line(total)}</p><table>{rows}</table></body>")
+    rows = "".join(
+        f"<tr><td>{j}: {html.escape(repr(t))}</td><td>{line(per_token[:, j])}</td></tr>"
+        for j, t in enumerate(result.answer_tokens)
+    )
+    page = (
+        f"<!doctype html><meta charset='utf-8'><title>text importance</title>"
+        f"<body style='font-family:sans-serif'><h3>{html.escape(result.prompt)}</h3>"
+        f"<p>answer: <b>{html.escape(result.answer_text)}</b>; colour: {what} when the unit is masked "
+        f"({html.escape(result.settings.get('perturbation', ''))}); hover for values</p>"
+        f"<p>whole answer: {line(total)}</p><table>{rows}</table></body>"
+    )
     html_path = out / "text_importance.html"
     html_path.write_text(page)
     png_path = out / "text_importance.png"
-    _matrix_png(np.concatenate([per_token, total[:, None]], 1), labels,
-                [repr(t) for t in result.answer_tokens] + ["answer"], what, png_path)
+    _matrix_png(
+        np.concatenate([per_token, total[:, None]], 1),
+        labels,
+        [repr(t) for t in result.answer_tokens] + ["answer"],
+        what,
+        png_path,
+    )
     return html_path, png_path
 
 

@@ -6,7 +6,7 @@ them) and stretched over the pixels each token covers in the original image.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -46,8 +46,9 @@ def side_by_side(left: Image.Image, right: Image.Image, gap: int = 4) -> Image.I
     return out
 
 
-def grid(images: Sequence[Image.Image], titles: Sequence[str] | None = None, cols: int = 6,
-         label_height: int = 14) -> Image.Image:
+def grid(
+    images: Sequence[Image.Image], titles: Sequence[str] | None = None, cols: int = 6, label_height: int = 14
+) -> Image.Image:
     """Tile images (same size) with a caption line under each."""
     if not images:
         raise ValueError("no images to tile")

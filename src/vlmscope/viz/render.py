@@ -7,6 +7,7 @@ import html
 import io
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,25 +67,37 @@ def save_maps(result, out_dir, formats=("png", "npz", "html"), cmap: str = "jet"
         pages[0].save(out / "maps.pdf", save_all=True, append_images=pages[1:])
         written["pdf"] = str(out / "maps.pdf")
     if "html" in formats:
-        page = html_report(f"vlmscope {result.method} maps", result.answer, result.token_map.summary(),
-                           {result.method: [token_overlays(result, k, cmap, alpha) for k in range(len(result.images))]},
-                           result.tokens)
+        page = html_report(
+            f"vlmscope {result.method} maps",
+            result.answer,
+            result.token_map.summary(),
+            {result.method: [token_overlays(result, k, cmap, alpha) for k in range(len(result.images))]},
+            result.tokens,
+        )
         (out / "report.html").write_text(page)
         written["html"] = str(out / "report.html")
     return written
 
 
-def html_report(title: str, answer: str, token_map: dict, methods: dict[str, list[list[Image.Image]]],
-                tokens: list[str], notes: dict[str, str] | None = None,
-                sections: list[tuple[str, str]] = ()) -> str:
+def html_report(
+    title: str,
+    answer: str,
+    token_map: dict,
+    methods: dict[str, list[list[Image.Image]]],
+    tokens: list[str],
+    notes: dict[str, str] | None = None,
+    sections: Sequence[tuple[str, str]] = (),
+) -> str:
     """One HTML file with every image embedded: pick a method and a token to see its map.
 
     `methods[name][visual][j]` is the overlay of token j on visual k for that method; `sections`
     are (heading, self-contained page) pairs shown below, each in a sandboxed frame.
     """
-    frames = "".join(f'<h2>{html.escape(head)}</h2><iframe sandbox="allow-scripts" style="width:100%;height:760px;'
-                     f'border:1px solid #ccc" srcdoc="{html.escape(page, quote=True)}"></iframe>'
-                     for head, page in sections)
+    frames = "".join(
+        f'<h2>{html.escape(head)}</h2><iframe sandbox="allow-scripts" style="width:100%;height:760px;'
+        f'border:1px solid #ccc" srcdoc="{html.escape(page, quote=True)}"></iframe>'
+        for head, page in sections
+    )
     payload = {name: [[data_uri(im) for im in per_visual] for per_visual in vis] for name, vis in methods.items()}
     buttons = "".join(f'<button class="tok" data-j="{j}">{html.escape(repr(t))}</button>' for j, t in enumerate(tokens))
     options = "".join(f'<option value="{html.escape(m)}">{html.escape(m)}</option>' for m in methods)

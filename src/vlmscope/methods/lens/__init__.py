@@ -1,11 +1,11 @@
 """Lenses on vision tokens: what a vision token's residual stream means at each decoder layer.
 
-    from vlmscope.methods.lens import lens, layer_stats, build_index
-    lens(scope, ex, kind="logit")                       # final norm + LM head, top-k tokens
-    lens(scope, ex, kind="embedding")                   # nearest input-embedding rows by cosine
-    build_index(scope, "captions.txt", "all", "idx/")   # caption tokens' states, FAISS per layer
-    lens(scope, ex, kind="contextual", index="idx/")    # nearest caption tokens in context
-    layer_stats(scope, [ex, ...]) / layer_stats("features/")  # norms per layer, vision vs text
+from vlmscope.methods.lens import lens, layer_stats, build_index
+lens(scope, ex, kind="logit")                       # final norm + LM head, top-k tokens
+lens(scope, ex, kind="embedding")                   # nearest input-embedding rows by cosine
+build_index(scope, "captions.txt", "all", "idx/")   # caption tokens' states, FAISS per layer
+lens(scope, ex, kind="contextual", index="idx/")    # nearest caption tokens in context
+layer_stats(scope, [ex, ...]) / layer_stats("features/")  # norms per layer, vision vs text
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ def lens(scope, example, kind: str = "logit", layers="all", k: int = 5, index=No
         from .contextual import ContextIndex
 
         if index is None:
-            raise VlmscopeError("the contextual lens needs an index: build one with `vlmscope lens index` "
-                                "and pass --index DIR")
+            raise VlmscopeError(
+                "the contextual lens needs an index: build one with `vlmscope lens index` and pass --index DIR"
+            )
         ctx = index if isinstance(index, ContextIndex) else ContextIndex(index)
         layers = ctx.layers if layers in (None, "all") else layer_list(scope, layers)
         ctx.check(scope, layers)
@@ -49,6 +50,7 @@ def lens(scope, example, kind: str = "logit", layers="all", k: int = 5, index=No
     if kind == "contextual":
         from .contextual import contextual_entries
 
+        assert ctx is not None
         entries = contextual_entries(ctx, states, k)
     else:
         from .embedding import embedding_top
@@ -58,11 +60,21 @@ def lens(scope, example, kind: str = "logit", layers="all", k: int = 5, index=No
         tok = scope.processor.tokenizer
         entries = {}
         for layer, (scores, ids) in top.items():
-            entries[layer] = [[Entry(tok.decode([int(i)]), float(s), token_id=int(i)) for s, i in zip(srow, irow)]
-                              for srow, irow in zip(scores.tolist(), ids.tolist())]
-    return Lens(kind, list(layers), entries, prompt=example.prompt, model=str(scope.source),
-                grids=[tuple(v.merged_thw) for v in tm.visuals], boxes=[v.token_boxes().tolist() for v in tm.visuals],
-                image=first_image(example), index=str(ctx.path) if ctx else None)
+            entries[layer] = [
+                [Entry(tok.decode([int(i)]), float(s), token_id=int(i)) for s, i in zip(srow, irow)]
+                for srow, irow in zip(scores.tolist(), ids.tolist())
+            ]
+    return Lens(
+        kind,
+        list(layers),
+        entries,
+        prompt=example.prompt,
+        model=str(scope.source),
+        grids=[tuple(v.merged_thw) for v in tm.visuals],
+        boxes=[v.token_boxes().tolist() for v in tm.visuals],
+        image=first_image(example),
+        index=str(ctx.path) if ctx else None,
+    )
 
 
 def layer_stats(scope_or_store, examples=None, layers="all") -> LayerStats:

@@ -10,7 +10,7 @@ written beside it.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -66,9 +66,16 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth)]))
 
 
-def build(batches: Callable[[], Iterable[np.ndarray]], dim: int, n: int, approx_above: int = APPROX_ABOVE,
-          calib_queries: np.ndarray | None = None, target: float = TARGET_RECALL, seed: int = 0,
-          nlist: int | None = None) -> tuple[object, dict]:
+def build(
+    batches: Callable[[], Iterable[np.ndarray]],
+    dim: int,
+    n: int,
+    approx_above: int = APPROX_ABOVE,
+    calib_queries: np.ndarray | None = None,
+    target: float = TARGET_RECALL,
+    seed: int = 0,
+    nlist: int | None = None,
+) -> tuple[object, dict]:
     """An index over the unit vectors yielded by `batches()` (called once per pass), and a dict
     describing it: ``kind`` (flat / ivf), and for ivf ``nlist``, ``nprobe``, ``recall_at_10``.
 
@@ -84,12 +91,12 @@ def build(batches: Callable[[], Iterable[np.ndarray]], dim: int, n: int, approx_
     rng = np.random.default_rng(seed)
     want = min(n, 40 * nlist)
     keep = np.sort(rng.choice(n, size=want, replace=False))
-    train, base = [], 0
+    samples, base = [], 0
     for x in batches():  # sample without holding the corpus
         sel = keep[(keep >= base) & (keep < base + len(x))] - base
-        train.append(np.asarray(x[sel], dtype=np.float32))
+        samples.append(np.asarray(x[sel], dtype=np.float32))
         base += len(x)
-    train = np.ascontiguousarray(np.concatenate(train))
+    train = np.ascontiguousarray(np.concatenate(samples))
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.spherical = True
@@ -102,8 +109,15 @@ def build(batches: Callable[[], Iterable[np.ndarray]], dim: int, n: int, approx_
     _, truth = exact_search(batches, calib_queries, 10)
     nprobe, recall = choose_nprobe(index, calib_queries, truth, target)
     index.nprobe = nprobe
-    return index, {"kind": "ivf", "vectors": int(index.ntotal), "nlist": nlist, "nprobe": nprobe,
-                   "recall_at_10": recall, "recall_queries": int(len(calib_queries)), "target_recall": target}
+    return index, {
+        "kind": "ivf",
+        "vectors": int(index.ntotal),
+        "nlist": nlist,
+        "nprobe": nprobe,
+        "recall_at_10": recall,
+        "recall_queries": int(len(calib_queries)),
+        "target_recall": target,
+    }
 
 
 def choose_nprobe(index, queries: np.ndarray, truth: np.ndarray, target: float = TARGET_RECALL) -> tuple[int, float]:

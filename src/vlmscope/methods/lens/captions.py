@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ...errors import VlmscopeError
 
@@ -20,9 +20,11 @@ def iter_captions(path: str | Path, column: str = "caption") -> Iterator[str]:
         raise VlmscopeError(f"caption file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
-        raise VlmscopeError(f"caption file {path.name!r}: unknown format {suffix or '(none)'}; accepted: "
-                            f"{', '.join(FORMATS)}")
+        raise VlmscopeError(
+            f"caption file {path.name!r}: unknown format {suffix or '(none)'}; accepted: {', '.join(FORMATS)}"
+        )
     with open(path, newline="", encoding="utf-8") as f:
+        texts: Iterable[str | None]
         if suffix == ".csv":
             reader = csv.DictReader(f)
             if column not in (reader.fieldnames or []):

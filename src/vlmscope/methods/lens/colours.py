@@ -38,8 +38,7 @@ def colour_ids(scope) -> dict[str, list[int]]:
 
 
 @torch.inference_mode()
-def colour_rates(scope, n_scenes: int = 40, seed: int = 1000, layers="all", kind: str = "logit",
-                 index=None) -> dict:
+def colour_rates(scope, n_scenes: int = 40, seed: int = 1000, layers="all", kind: str = "logit", index=None) -> dict:
     """Per layer, how often the object's colour ranks first among the colour words, over every
     (object, inside token) pair of `n_scenes` fresh scenes; with n and a 95% Wilson interval.
 
@@ -79,6 +78,7 @@ def colour_rates(scope, n_scenes: int = 40, seed: int = 1000, layers="all", kind
                 full = head(lm.norm(h.to(head.weight.device, head.weight.dtype))).float().cpu()
                 score = torch.stack([full[:, ids[c]].max(-1).values for c in names], -1)
             else:
+                assert ctx is not None
                 sims, found = ctx.search(layer, h.numpy(), len(ctx))
                 score = torch.full((len(tokens), len(names)), -2.0)
                 for r in range(len(tokens)):
@@ -88,9 +88,17 @@ def colour_rates(scope, n_scenes: int = 40, seed: int = 1000, layers="all", kind
                             score[r, c] = max(score[r, c].item(), float(s))
             best = score.argmax(-1).tolist()
             hits[layer] += sum(int(b == want) for b, (want, _) in zip(best, pairs))
-    return {"kind": kind, "scenes": n_scenes, "seed": seed, "n": n, "chance": 1 / len(names),
-            "layers": {str(i): {"rate": hits[i] / n if n else float("nan"), "hits": hits[i],
-                                "ci95": list(wilson(hits[i], n))} for i in layers}}
+    return {
+        "kind": kind,
+        "scenes": n_scenes,
+        "seed": seed,
+        "n": n,
+        "chance": 1 / len(names),
+        "layers": {
+            str(i): {"rate": hits[i] / n if n else float("nan"), "hits": hits[i], "ci95": list(wilson(hits[i], n))}
+            for i in layers
+        },
+    }
 
 
 def shapes_captions(n: int, seed: int = 0) -> list[str]:

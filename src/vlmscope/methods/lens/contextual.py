@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,18 +24,24 @@ class ContextIndex:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not (self.path / MANIFEST).is_file():
-            raise VlmscopeError(f"{self.path} is not a lens index (no {MANIFEST}); build one with `vlmscope lens index`")
+            raise VlmscopeError(
+                f"{self.path} is not a lens index (no {MANIFEST}); build one with `vlmscope lens index`"
+            )
         self.manifest = json.loads((self.path / MANIFEST).read_text())
         if not self.manifest.get("complete"):
-            raise VlmscopeError(f"{self.path} is an incomplete lens index: finish it with `vlmscope lens index "
-                                f"... --out {self.path} --resume`")
+            raise VlmscopeError(
+                f"{self.path} is an incomplete lens index: finish it with `vlmscope lens index "
+                f"... --out {self.path} --resume`"
+            )
         self.layers: list[int] = self.manifest["layers"]
         dirs = list(finished_parts(self.path / "parts").values())
-        self._cols = {name: [np.load(d / f"{name}.npy", mmap_mode="r") for d in dirs]
-                      for name in ("caption_id", "position", "token_text")}
+        self._cols = {
+            name: [np.load(d / f"{name}.npy", mmap_mode="r") for d in dirs]
+            for name in ("caption_id", "position", "token_text")
+        }
         self._starts = np.cumsum([0] + [len(c) for c in self._cols["position"]])
         self._offsets = np.load(self.path / "captions.offsets.npy", mmap_mode="r")
-        self._faiss: dict[int, object] = {}
+        self._faiss: dict[int, Any] = {}  # faiss indexes (faiss ships no type information)
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -59,8 +66,11 @@ class ContextIndex:
         """(token text, caption id, position in the caption) of stored token `i`."""
         part = int(np.searchsorted(self._starts, i, side="right")) - 1
         j = i - self._starts[part]
-        return (str(self._cols["token_text"][part][j]), int(self._cols["caption_id"][part][j]),
-                int(self._cols["position"][part][j]))
+        return (
+            str(self._cols["token_text"][part][j]),
+            int(self._cols["caption_id"][part][j]),
+            int(self._cols["position"][part][j]),
+        )
 
     def caption(self, cid: int) -> str:
         a, b = int(self._offsets[cid]), int(self._offsets[cid + 1])

@@ -22,9 +22,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -62,8 +62,10 @@ def _copy_captions(src, column: str, out: Path) -> tuple[int, str]:
             offsets.append(pos)
     if len(offsets) == 1:
         tmp.unlink()
-        raise VlmscopeError(f"caption file {str(src)!r} has no captions (give one caption a line, a CSV column "
-                            f"or JSONL with a {column!r} field)")
+        raise VlmscopeError(
+            f"caption file {str(src)!r} has no captions (give one caption a line, a CSV column "
+            f"or JSONL with a {column!r} field)"
+        )
     np.save(out / "captions.offsets.npy", np.array(offsets, dtype=np.int64))
     os.replace(tmp, out / "captions.txt")
     return len(offsets) - 1, digest.hexdigest()[:16]
@@ -77,7 +79,7 @@ def _forward_part(scope, captions: list[str], layers: list[int], batch_size: int
     cols: dict[str, list] = {k: [] for k in ("caption_id", "position", "token_id", "token_text")}
     vecs: dict[int, list] = {i: [] for i in layers}
     for a in range(0, len(captions), batch_size):
-        batch = captions[a:a + batch_size]
+        batch = captions[a : a + batch_size]
         trace = scope.forward([Example(c) for c in batch], "llm.layers", layers=layers, tokens="text")
         for b, tm in enumerate(trace.token_maps):
             pos = trace.positions[f"llm.layers.{layers[0]}"][b]
@@ -88,8 +90,12 @@ def _forward_part(scope, captions: list[str], layers: list[int], batch_size: int
             cols["token_text"] += [tok.decode([i]) for i in ids]
             for i in layers:
                 vecs[i].append(ann.normalize(trace[f"llm.layers.{i}"][b].float().numpy()))
-    out = {"caption_id": np.array(cols["caption_id"], dtype=np.int64), "position": np.array(cols["position"], np.int32),
-           "token_id": np.array(cols["token_id"], dtype=np.int64), "token_text": np.array(cols["token_text"], dtype=str)}
+    out: dict[str, np.ndarray] = {
+        "caption_id": np.array(cols["caption_id"], dtype=np.int64),
+        "position": np.array(cols["position"], np.int32),
+        "token_id": np.array(cols["token_id"], dtype=np.int64),
+        "token_text": np.array(cols["token_text"], dtype=str),
+    }
     out.update({f"layer-{i}": np.concatenate(vecs[i]) for i in layers})
     return out
 
@@ -111,10 +117,20 @@ def finished_parts(parts: Path) -> dict[int, Path]:
     return {int(p.name[5:]): p for p in sorted(parts.glob("part-[0-9]*")) if p.is_dir()}
 
 
-def build_index(scope, captions: str | Path, layers="all", out_dir: str | Path = "lens-index", *,
-                column: str = "caption", batch_size: int = 16, part_size: int = 512, resume: bool = False,
-                approx_above: int = ann.APPROX_ABOVE, max_parts: int | None = None,
-                progress: Callable[[str], None] | None = None) -> Path:
+def build_index(
+    scope,
+    captions: str | Path,
+    layers="all",
+    out_dir: str | Path = "lens-index",
+    *,
+    column: str = "caption",
+    batch_size: int = 16,
+    part_size: int = 512,
+    resume: bool = False,
+    approx_above: int = ann.APPROX_ABOVE,
+    max_parts: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
     """Run the LLM over every caption (text only, batched) and index its tokens' states at `layers`.
 
     ``max_parts`` stops after writing that many new parts (the index stays incomplete until a run
@@ -135,10 +151,16 @@ def build_index(scope, captions: str | Path, layers="all", out_dir: str | Path =
             raise VlmscopeError(f"{out} is not empty and holds no lens index: give an empty or new --out")
         out.mkdir(parents=True, exist_ok=True)
         count, sha = _copy_captions(captions, column, out)
-    manifest = {"format": FORMAT, "version": 1, "model": ident, "layers": layers,
-                "dim": int(scope.adapter.language_model.embed_tokens.weight.shape[1]),
-                "captions": {"path": str(captions), "count": count, "sha256": sha, "column": column},
-                "part_size": part_size, "complete": False}
+    manifest = {
+        "format": FORMAT,
+        "version": 1,
+        "model": ident,
+        "layers": layers,
+        "dim": int(scope.adapter.language_model.embed_tokens.weight.shape[1]),
+        "captions": {"path": str(captions), "count": count, "sha256": sha, "column": column},
+        "part_size": part_size,
+        "complete": False,
+    }
     if manifest_path.exists():
         part_size = json.loads(manifest_path.read_text())["part_size"]
         manifest["part_size"] = part_size
@@ -161,8 +183,9 @@ def build_index(scope, captions: str | Path, layers="all", out_dir: str | Path =
             new += 1
             say(f"part {part + 1}/{n_parts}")
     manifest["indexes"] = _build_faiss(out, layers, approx_above, say)
-    manifest["vectors"] = sum(int(np.load(p / "position.npy", mmap_mode="r").shape[0])
-                              for p in finished_parts(parts).values())
+    manifest["vectors"] = sum(
+        int(np.load(p / "position.npy", mmap_mode="r").shape[0]) for p in finished_parts(parts).values()
+    )
     manifest["complete"] = True
     _write_json(manifest_path, manifest)
     return out
@@ -173,7 +196,7 @@ def _build_faiss(out: Path, layers: list[int], approx_above: int, say) -> dict:
     dirs = list(finished_parts(out / "parts").values())
     infos = {}
     for i in layers:
-        batches = lambda: (np.load(d / f"layer-{i}.npy", mmap_mode="r") for d in dirs)  # noqa: E731
+        batches = lambda i=i: (np.load(d / f"layer-{i}.npy", mmap_mode="r") for d in dirs)  # noqa: E731
         n = sum(len(x) for x in batches())
         dim = next(batches()).shape[1]
         index, info = ann.build(batches, dim, n, approx_above=approx_above)
@@ -189,8 +212,10 @@ def _build_faiss(out: Path, layers: list[int], approx_above: int, say) -> dict:
 def _check_same(manifest: dict, ident: dict, layers: list[int] | None, where) -> None:
     built = manifest["model"]
     if built["fingerprint"] != ident["fingerprint"]:
-        raise VlmscopeError(f"{where} was built with another model ({built['source']}, config "
-                            f"{built['fingerprint']}); this is {ident['source']} (config {ident['fingerprint']}): "
-                            f"build an index with this model")
+        raise VlmscopeError(
+            f"{where} was built with another model ({built['source']}, config "
+            f"{built['fingerprint']}); this is {ident['source']} (config {ident['fingerprint']}): "
+            f"build an index with this model"
+        )
     if layers is not None and layers != manifest["layers"]:
         raise VlmscopeError(f"{where} holds layers {manifest['layers']}, not {layers}: resume with the same --layers")

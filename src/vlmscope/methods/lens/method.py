@@ -26,8 +26,14 @@ class LensMethod:
         self.layers, self.k, self.index = layers, k, index
 
     def attribute(self, scope: Scope, example: Example, answer: Answer | None = None) -> Lens:
-        return lens(scope, answer.prompt if answer is not None else example, kind=self.kind, layers=self.layers,
-                    k=self.k, index=self.index)
+        return lens(
+            scope,
+            answer.prompt if answer is not None else example,
+            kind=self.kind,
+            layers=self.layers,
+            k=self.k,
+            index=self.index,
+        )
 
 
 class LogitLens(LensMethod):

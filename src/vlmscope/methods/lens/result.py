@@ -56,10 +56,18 @@ class Lens:
         return [e[0].text if e else "" for e in self.entries[layer]]
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "model": self.model, "prompt": self.prompt, "index": self.index,
-                "layers": self.layers, "grids": [list(g) for g in self.grids], "boxes": self.boxes,
-                "entries": {str(layer): [[_compact(e) for e in tok] for tok in toks]
-                            for layer, toks in self.entries.items()}}
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            "prompt": self.prompt,
+            "index": self.index,
+            "layers": self.layers,
+            "grids": [list(g) for g in self.grids],
+            "boxes": self.boxes,
+            "entries": {
+                str(layer): [[_compact(e) for e in tok] for tok in toks] for layer, toks in self.entries.items()
+            },
+        }
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """Write ``lens.json`` and ``lens.html`` (one self-contained page) into `out_dir`."""

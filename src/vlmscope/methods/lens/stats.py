@@ -8,9 +8,9 @@ against layer with one band per token type shows this at a glance.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -25,8 +25,14 @@ def summarize(norms: np.ndarray) -> dict[str, float]:
     if norms.size == 0:
         return {k: float("nan") for k in STATS}
     p5, p50, p95 = np.percentile(norms, [5, 50, 95])
-    return {"mean": float(norms.mean()), "std": float(norms.std()), "p5": float(p5), "p50": float(p50),
-            "p95": float(p95), "max": float(norms.max())}
+    return {
+        "mean": float(norms.mean()),
+        "std": float(norms.std()),
+        "p5": float(p5),
+        "p50": float(p50),
+        "p95": float(p95),
+        "max": float(norms.max()),
+    }
 
 
 @dataclass
@@ -44,9 +50,14 @@ class LayerStats:
         return np.array([self.stats[kind][i][stat] for i in self.layers])
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "source": self.source, "images": self.images, "counts": self.counts,
-                "layers": self.layers,
-                "stats": {k: {str(i): v for i, v in per.items()} for k, per in self.stats.items()}}
+        return {
+            "model": self.model,
+            "source": self.source,
+            "images": self.images,
+            "counts": self.counts,
+            "layers": self.layers,
+            "stats": {k: {str(i): v for i, v in per.items()} for k, per in self.stats.items()},
+        }
 
     def save(self, out_dir: str | Path, formats: Sequence[str] = ("json", "png", "pdf")) -> dict[str, Path]:
         """``layer_stats.json`` and the plot as ``layer_stats.png`` / ``.pdf``."""
@@ -83,15 +94,18 @@ class LayerStats:
             c = colours[kind]
             p50 = self.series(kind, "p50")
             if not np.all(np.isnan(self.series(kind, "p5"))):
-                ax.fill_between(x, self.series(kind, "p5"), self.series(kind, "p95"), color=c, alpha=0.18,
-                                label=f"{kind} 5-95%")
+                ax.fill_between(
+                    x, self.series(kind, "p5"), self.series(kind, "p95"), color=c, alpha=0.18, label=f"{kind} 5-95%"
+                )
                 ax.plot(x, p50, "-o", color=c, ms=4, label=f"{kind} median ({self.counts[kind]} tokens/layer)")
             ax.plot(x, self.series(kind, "mean"), "--", color=c, lw=1, label=f"{kind} mean")
             ax.plot(x, self.series(kind, "max"), ":", color=c, lw=1, label=f"{kind} max")
         v = self.series("vision", "p50") if self.counts.get("vision") else None
         if v is not None and not np.isnan(v).all():
-            ax.set_title(f"L2 norm by layer: vision median {v[0]:.3g} at layer {x[0]} -> {v[-1]:.3g} at layer {x[-1]}",
-                         fontsize=10)
+            ax.set_title(
+                f"L2 norm by layer: vision median {v[0]:.3g} at layer {x[0]} -> {v[-1]:.3g} at layer {x[-1]}",
+                fontsize=10,
+            )
         ax.set_xlabel("decoder layer (llm.layers.i)")
         ax.set_ylabel("L2 norm of the residual stream")
         ax.set_xticks(x if len(x) <= 32 else x[:: max(1, len(x) // 16)])
@@ -108,10 +122,10 @@ def stats_from_examples(scope, examples, layers="all", batch_size: int = 8) -> L
 
     examples = [examples] if isinstance(examples, Example) else list(examples)
     layers = layer_list(scope, layers)
-    norms = {k: {i: [] for i in layers} for k in ("vision", "text")}
+    norms: dict[str, dict[int, list[np.ndarray]]] = {k: {i: [] for i in layers} for k in ("vision", "text")}
     images = 0
     for a in range(0, len(examples), batch_size):
-        trace = scope.forward(examples[a:a + batch_size], "llm.layers", layers=layers, tokens="all")
+        trace = scope.forward(examples[a : a + batch_size], "llm.layers", layers=layers, tokens="all")
         for b, tm in enumerate(trace.token_maps):
             pos = trace.positions[f"llm.layers.{layers[0]}"][b]
             where = {p: j for j, p in enumerate(pos)}
@@ -132,15 +146,21 @@ def stats_from_store(path: str | Path, layers="all") -> LayerStats:
     with open_store(path) as store:
         names = [c for c in store.columns if c.startswith("llm.layers.") and c[11:].isdigit()]
         if not names:
-            raise VlmscopeError(f"store {path} has no llm.layers.{{i}} vision-token columns: extract it with "
-                                f"--preset layers")
+            raise VlmscopeError(
+                f"store {path} has no llm.layers.{{i}} vision-token columns: extract it with --preset layers"
+            )
         have = sorted(int(c[11:]) for c in names)
         layers = have if layers in (None, "all") else layer_list_in(layers, have, path)
-        norms = {"vision": {i: [] for i in layers}, "text": {i: [] for i in layers}}
+        norms: dict[str, dict[int, list[np.ndarray]]] = {
+            "vision": {i: [] for i in layers},
+            "text": {i: [] for i in layers},
+        }
         images = 0
         for row in range(len(store)):
             for i in layers:
-                norms["vision"][i].append(np.linalg.norm(np.asarray(store[f"llm.layers.{i}"][row], np.float32), axis=-1))
+                norms["vision"][i].append(
+                    np.linalg.norm(np.asarray(store[f"llm.layers.{i}"][row], np.float32), axis=-1)
+                )
             images += 1
         model = store.info()["model"].get("source", "")
     return _finish(norms, layers, images, str(path), str(model))

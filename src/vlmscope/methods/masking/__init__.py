@@ -15,5 +15,14 @@ from .perturbations import EDGES, OCCLUSIONS, PERTURBATIONS
 from .result import MaskingResult
 from .units import Unit, build_units
 
-__all__ = ["mask_impact", "vision_importance", "MaskingOptions", "MaskingResult", "Unit", "build_units",
-           "PERTURBATIONS", "EDGES", "OCCLUSIONS"]
+__all__ = [
+    "mask_impact",
+    "vision_importance",
+    "MaskingOptions",
+    "MaskingResult",
+    "Unit",
+    "build_units",
+    "PERTURBATIONS",
+    "EDGES",
+    "OCCLUSIONS",
+]

@@ -50,8 +50,9 @@ def mask_impact(
     started = time.perf_counter()
     unknown = sorted(set(overrides) - set(MaskingOptions.__dataclass_fields__))
     if unknown:
-        raise VlmscopeError(f"unknown masking option {unknown[0]!r}; accepted: "
-                            f"{', '.join(MaskingOptions.__dataclass_fields__)}")
+        raise VlmscopeError(
+            f"unknown masking option {unknown[0]!r}; accepted: {', '.join(MaskingOptions.__dataclass_fields__)}"
+        )
     opts = replace(options or MaskingOptions(), **overrides)
     pert = check_options(scope, opts)
     if example.videos:
@@ -139,8 +140,11 @@ def vision_importance(
 def _answer(scope: Scope, example: Example, max_new_tokens: int) -> list[int]:
     if example.answer is not None:
         tm = scope.prepare(example).token_maps[0]
+        assert tm.answer is not None, "a teacher-forced example has an answer span"
         return tm.input_ids[tm.answer[0] : tm.answer[1]]
-    return scope.generate(replace(example, answer=None), max_new_tokens=max_new_tokens).generated_ids[0]
+    generated = scope.generate(replace(example, answer=None), max_new_tokens=max_new_tokens).generated_ids
+    assert generated is not None, "generate records the generated ids"
+    return generated[0]
 
 
 def _regenerate(

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Callable
 
 from ...errors import VlmscopeError
 from ...inputs import Example
@@ -55,13 +55,19 @@ def read_config(path: str | Path) -> dict:
         raise VlmscopeError(f"config {str(path)!r} needs 'runs': a list of mappings with an image and a prompt")
     if not isinstance(defaults, dict) or set(defaults) - set(OPTION_KEYS):
         bad = sorted(set(defaults) - set(OPTION_KEYS)) if isinstance(defaults, dict) else [repr(defaults)]
-        raise VlmscopeError(f"bad 'defaults' entry {bad[0]!r} in config {str(path)!r}; "
-                            f"accepted: {', '.join(OPTION_KEYS)}")
+        raise VlmscopeError(
+            f"bad 'defaults' entry {bad[0]!r} in config {str(path)!r}; accepted: {', '.join(OPTION_KEYS)}"
+        )
     return {**config, "defaults": defaults, "root": path.resolve().parent}
 
 
-def run_config(path: str | Path, load_scope: Callable, out: str | Path | None = None,
-               overrides: dict | None = None, claim: Callable[[Path], Path] | None = None) -> tuple[list[dict], Path]:
+def run_config(
+    path: str | Path,
+    load_scope: Callable,
+    out: str | Path | None = None,
+    overrides: dict | None = None,
+    claim: Callable[[Path], Path] | None = None,
+) -> tuple[list[dict], Path]:
     """Run every entry of the config: one record per run, written to summary.json, and that file.
 
     ``load_scope(model_or_None)`` gives the Scope; ``overrides`` (options set on the command line)
@@ -76,7 +82,9 @@ def run_config(path: str | Path, load_scope: Callable, out: str | Path | None = 
     names = [str(run.get("name", f"run{i:03d}")) for i, run in enumerate(config["runs"])]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise VlmscopeError(f"run name {twice[0]!r} appears more than once in {str(path)!r}; each run writes its own folder")
+        raise VlmscopeError(
+            f"run name {twice[0]!r} appears more than once in {str(path)!r}; each run writes its own folder"
+        )
     out_dir = Path(out or root / str(config.get("out") or "masking-out"))
     if claim is not None:
         out_dir = claim(out_dir)
@@ -90,8 +98,13 @@ def run_config(path: str | Path, load_scope: Callable, out: str | Path | None = 
             example, options = _run_inputs(run, i, name, root, defaults)
             result = mask_impact(scope, example, options)
             target = result.save(out_dir / name)
-            record.update(status="ok", answer=result.answer_text, units=len(result.units),
-                          seconds=round(result.seconds, 3), dir=str(target))
+            record.update(
+                status="ok",
+                answer=result.answer_text,
+                units=len(result.units),
+                seconds=round(result.seconds, 3),
+                dir=str(target),
+            )
         except VlmscopeError as e:
             record.update(status="error", error=str(e))
         records.append(record)
@@ -110,6 +123,10 @@ def _run_inputs(run: dict, i: int, name: str, root: Path, defaults: dict) -> tup
         raise VlmscopeError(f"run {i} ({name}): no prompt")
     images = run.get("images", [run["image"]] if "image" in run else [])
     images = [images] if isinstance(images, str) else list(images)
-    example = Example(str(run["prompt"]), images=[str(root / str(p)) for p in images], answer=run.get("answer"),
-                      system=run.get("system"))
+    example = Example(
+        str(run["prompt"]),
+        images=[str(root / str(p)) for p in images],
+        answer=run.get("answer"),
+        system=run.get("system"),
+    )
     return example, MaskingOptions(**{**defaults, **{k: v for k, v in run.items() if k in OPTION_KEYS}})

@@ -52,16 +52,20 @@ def check_options(scope: Scope, opts: MaskingOptions) -> Perturbation:
     n = scope.adapter.num_layers
     layers = parse_layers(opts.layers, n, "layer")
     if opts.perturbation != "knockout" and (len(layers) != n or edges != ("all",)):
-        raise VlmscopeError(f"layers and edges restrict attention knockout; perturbation {opts.perturbation!r} "
-                            "takes neither")
+        raise VlmscopeError(
+            f"layers and edges restrict attention knockout; perturbation {opts.perturbation!r} takes neither"
+        )
     if opts.perturbation == "knockout" and "flash" in scope.attn_base:
-        raise VlmscopeError("knockout edits the attention mask, which flash attention does not take; "
-                            "load the model with attn_implementation='sdpa'")
+        raise VlmscopeError(
+            "knockout edits the attention mask, which flash attention does not take; "
+            "load the model with attn_implementation='sdpa'"
+        )
     if opts.image_index is not None and not isinstance(opts.image_index, int):
         raise VlmscopeError(f"image_index must be a whole number, got {opts.image_index!r}")
     for name in ("max_new_tokens", "batch_size", "seed"):
         value = getattr(opts, name)
         if not isinstance(value, int) or value < (0 if name == "seed" else 1):
             raise VlmscopeError(f"{name} must be a whole number{'' if name == 'seed' else ' >= 1'}, got {value!r}")
-    return Perturbation(opts.perturbation, None if len(layers) == n else frozenset(layers), edges, opts.occlusion,
-                        opts.seed)
+    return Perturbation(
+        opts.perturbation, None if len(layers) == n else frozenset(layers), edges, opts.occlusion, opts.seed
+    )

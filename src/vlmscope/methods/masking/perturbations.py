@@ -32,7 +32,7 @@ class Perturbation:
 def first_changed(ctx: CleanRun, units: list[Unit], kind: str) -> int:
     """The first position whose state differs from the clean run in any variant of the chunk."""
     if kind == "occlude":  # the vision tower mixes the whole image: every token of it changes
-        return min(ctx.tm.visuals[u.image].positions[0] for u in units)
+        return min(ctx.tm.visuals[u.image_index].positions[0] for u in units)
     return min(u.first for u in units)
 
 
@@ -51,11 +51,12 @@ def _replacement(ref: torch.Tensor, n: int, kind: str, seed: int) -> torch.Tenso
 
 def _reference(ctx: CleanRun, unit: Unit) -> list[int]:
     """The tokens a replacement is drawn from: the unit's image, or the prompt's text."""
-    return ctx.tm.visuals[unit.image].positions if unit.kind == "vision" else ctx.tm.text_positions()
+    return ctx.tm.visuals[unit.image_index].positions if unit.kind == "vision" else ctx.tm.text_positions()
 
 
-def variant_inputs(ctx: CleanRun, units: list[Unit], unit_ids: list[int], pert: Perturbation, start: int,
-                   end: int) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+def variant_inputs(
+    ctx: CleanRun, units: list[Unit], unit_ids: list[int], pert: Perturbation, start: int, end: int
+) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
     """Input embeddings [V, end-start, D] of each variant, and its deepstack rows (Qwen3-VL), all
     variants' rows one after the other."""
     v = len(units)
@@ -73,14 +74,15 @@ def variant_inputs(ctx: CleanRun, units: list[Unit], unit_ids: list[int], pert: 
         for b, (u, uid) in enumerate(zip(units, unit_ids)):
             seed = pert.seed * 1_000_003 + uid
             ref = _reference(ctx, u)
-            embeds[b, [p - start for p in u.positions]] = _replacement(ctx.embeds[0, ref], len(u.positions),
-                                                                       pert.kind, seed)
+            embeds[b, [p - start for p in u.positions]] = _replacement(
+                ctx.embeds[0, ref], len(u.positions), pert.kind, seed
+            )
             if deep is not None and u.kind == "vision":
                 at, ref_rows = [slot[p] for p in u.positions], ctx.visual_rows(ref)
-                for d, level in zip(deep, ctx.deepstack):
+                for d, level in zip(deep, ctx.deepstack or []):  # deep is not None: neither is ctx.deepstack
                     d[b, at] = _replacement(level[ref_rows], len(at), pert.kind, seed)
     elif pert.kind == "occlude":
-        image = units[0].image
+        image = units[0].image_index
         positions = ctx.tm.visuals[image].positions
         features, deepstack = vision_features(ctx.scope, *occluded_pixels(ctx, image, units, pert.occlusion))
         at = [slot[p] for p in positions]
@@ -98,16 +100,17 @@ def occluded_pixels(ctx: CleanRun, image: int, units: list[Unit], fill: str) -> 
     if any(u.image != image for u in units):
         raise ValueError("an occlusion chunk holds units of one image")
     grid = ctx.image_grid_thw
+    assert grid is not None and ctx.pixel_values is not None, "occlusion needs an image"
     offset = int(grid[:image].prod(-1).sum()) if image else 0
     t, h, w = (int(x) for x in grid[image])
-    px = ctx.pixel_values[offset:offset + t * h * w]
+    px = ctx.pixel_values[offset : offset + t * h * w]
     filler = _grey(ctx, px) if fill == "grey" else _blurred(ctx, px, h, w)
-    m2 = ctx.scope.adapter.merge_size ** 2
+    m2 = ctx.scope.adapter.merge_size**2
     out = px[None].repeat(len(units), 1, 1)
     for b, u in enumerate(units):
         rows = (torch.tensor(u.cells)[:, None] * m2 + torch.arange(m2)[None]).reshape(-1).to(px.device)
         out[b, rows] = filler[rows]
-    return out.reshape(-1, px.shape[-1]), grid[image:image + 1].repeat(len(units), 1)
+    return out.reshape(-1, px.shape[-1]), grid[image : image + 1].repeat(len(units), 1)
 
 
 def _grey(ctx: CleanRun, px: torch.Tensor) -> torch.Tensor:
@@ -133,5 +136,3 @@ def _blurred(ctx: CleanRun, px: torch.Tensor, h: int, w: int) -> torch.Tensor:
     blurred = gaussian_blur(img.float(), [k, k], [sigma, sigma]).to(px.dtype)
     x = blurred.reshape(c, h // m, m, p, w // m, m, p).permute(1, 4, 2, 5, 0, 3, 6)
     return x[:, :, :, :, :, None].expand(-1, -1, -1, -1, -1, tp, -1, -1).reshape(px.shape)
-
-

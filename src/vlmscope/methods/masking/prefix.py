@@ -8,8 +8,8 @@ from the clean run under a causal mask, whether the change is a knockout or a ne
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,8 +32,8 @@ class CleanRun:
     pixel_values: torch.Tensor | None
     image_grid_thw: torch.Tensor | None
     answer: torch.Tensor  # [n] answer ids, scored teacher-forced
-    cache: object  # DynamicCache of the clean run, all T positions
-    clean_logp: torch.Tensor  # [n, vocab] float32
+    cache: Any  # DynamicCache of the clean run, all T positions
+    clean_logp: torch.Tensor = field(init=False)  # [n, vocab] float32, set by clean_run
 
     @property
     def length(self) -> int:
@@ -72,8 +72,19 @@ def clean_run(scope: Scope, batch: Batch, answer_ids: list[int]) -> CleanRun:
             deepstack = [torch.cat(level).to(dev, embeds.dtype) for level in deepstack]
     else:
         positions = torch.arange(len(ids), device=dev).view(1, 1, -1).expand(3, 1, -1)
-    ctx = CleanRun(scope, batch.token_maps[0].with_answer(answer_ids), ids, positions, embeds, visual, deepstack,
-                  inp.get("pixel_values"), grid, answer, new_cache(scope), None)
+    ctx = CleanRun(
+        scope,
+        batch.token_maps[0].with_answer(answer_ids),
+        ids,
+        positions,
+        embeds,
+        visual,
+        deepstack,
+        inp.get("pixel_values"),
+        grid,
+        answer,
+        new_cache(scope),
+    )
     hidden = run_decoder(ctx, embeds, 0, ctx.cache, ctx.deepstack)
     ctx.clean_logp = log_probs(scope, hidden[:, ctx.rows])[0]
     return ctx
@@ -92,13 +103,21 @@ def new_cache(scope: Scope, ctx: CleanRun | None = None, start: int = 0, copies:
     config = scope.adapter.text_config
     if ctx is None or start == 0:
         return DynamicCache(config=config)
-    data = [(layer.keys[:, :, :start].expand(copies, -1, -1, -1), layer.values[:, :, :start].expand(copies, -1, -1, -1))
-            for layer in ctx.cache.layers]
+    data = [
+        (layer.keys[:, :, :start].expand(copies, -1, -1, -1), layer.values[:, :, :start].expand(copies, -1, -1, -1))
+        for layer in ctx.cache.layers
+    ]
     return DynamicCache(ddp_cache_data=data, config=config)
 
 
-def run_decoder(ctx: CleanRun, embeds: torch.Tensor, start: int, cache, deepstack: list[torch.Tensor] | None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
+def run_decoder(
+    ctx: CleanRun,
+    embeds: torch.Tensor,
+    start: int,
+    cache,
+    deepstack: list[torch.Tensor] | None,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Decoder pass over positions [start, start + L) of a batch of variants; final normed states.
 
     ``deepstack`` holds the features of the image positions in the run, variant after variant
@@ -106,11 +125,12 @@ def run_decoder(ctx: CleanRun, embeds: torch.Tensor, start: int, cache, deepstac
     """
     v, length = embeds.shape[:2]
     if positions is None:
-        positions = ctx.positions[:, :, start:start + length].expand(3, v, -1)
-    visual = ctx.visual[start:start + length]
+        positions = ctx.positions[:, :, start : start + length].expand(3, v, -1)
+    visual = ctx.visual[start : start + length]
     kw = ctx.scope.adapter.decoder_kwargs(visual[None].expand(v, -1), deepstack)
-    out = ctx.scope.adapter.language_model(inputs_embeds=embeds, position_ids=positions, past_key_values=cache,
-                                           use_cache=True, **kw)
+    out = ctx.scope.adapter.language_model(
+        inputs_embeds=embeds, position_ids=positions, past_key_values=cache, use_cache=True, **kw
+    )
     return out.last_hidden_state
 
 

@@ -82,18 +82,26 @@ class MaskingResult:
         for i, u in enumerate(self.units):
             d = u.to_dict()
             if u.kind == "vision":
-                d["box"] = u.box(self.token_map.visual(u.image))
-            d.update(delta_logprob=self.delta_logprob[i].tolist(), kl=self.kl[i].tolist(),
-                     total_delta_logprob=float(self.total_delta_logprob[i]), total_kl=float(self.total_kl[i]),
-                     first_change=self.first_change[i])
+                d["box"] = u.box(self.token_map.visual(u.image_index))
+            d.update(
+                delta_logprob=self.delta_logprob[i].tolist(),
+                kl=self.kl[i].tolist(),
+                total_delta_logprob=float(self.total_delta_logprob[i]),
+                total_kl=float(self.total_kl[i]),
+                first_change=self.first_change[i],
+            )
             if self.regenerated is not None:
                 d["regenerated"] = self.regenerated[i]
             units.append(d)
         return {
             "settings": self.settings,
             "prompt": self.prompt,
-            "answer": {"text": self.answer_text, "ids": self.answer_ids, "tokens": self.answer_tokens,
-                       "clean_logprobs": self.clean_logprobs.tolist()},
+            "answer": {
+                "text": self.answer_text,
+                "ids": self.answer_ids,
+                "tokens": self.answer_tokens,
+                "clean_logprobs": self.clean_logprobs.tolist(),
+            },
             "units": units,
             "token_map": self.token_map.summary(),
             "seconds": self.seconds,
@@ -104,12 +112,22 @@ class MaskingResult:
         out = []
         for i, u in enumerate(self.units):
             for j, tok in enumerate(self.answer_tokens):
-                out.append({"unit": i, "kind": u.kind, "label": u.label, "image": "" if u.image is None else u.image,
-                            "positions": " ".join(map(str, u.positions)), "token_index": j, "token": tok,
-                            "clean_logprob": float(self.clean_logprobs[j]),
-                            "masked_logprob": float(self.clean_logprobs[j] + self.delta_logprob[i, j]),
-                            "delta_logprob": float(self.delta_logprob[i, j]), "kl": float(self.kl[i, j]),
-                            "first_change": "" if self.first_change[i] is None else self.first_change[i]})
+                out.append(
+                    {
+                        "unit": i,
+                        "kind": u.kind,
+                        "label": u.label,
+                        "image": "" if u.image is None else u.image,
+                        "positions": " ".join(map(str, u.positions)),
+                        "token_index": j,
+                        "token": tok,
+                        "clean_logprob": float(self.clean_logprobs[j]),
+                        "masked_logprob": float(self.clean_logprobs[j] + self.delta_logprob[i, j]),
+                        "delta_logprob": float(self.delta_logprob[i, j]),
+                        "kl": float(self.kl[i, j]),
+                        "first_change": "" if self.first_change[i] is None else self.first_change[i],
+                    }
+                )
         return out
 
     def save(self, out: str | Path, metric: str = "drop") -> Path:

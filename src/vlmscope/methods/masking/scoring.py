@@ -45,7 +45,7 @@ def edge_targets(ctx: CleanRun, edges: tuple[str, ...], length: int) -> torch.Te
         elif e == "question":
             out[tm.text_positions()] = True
         elif e == "last":
-            out[tm.query:] = True
+            out[tm.query :] = True
         else:
             raise VlmscopeError(f"unknown edge set {e!r}; choose from {', '.join(EDGES)}")
     return out
@@ -77,8 +77,9 @@ def score_chunk(ctx: CleanRun, units: list[Unit], unit_ids: list[int], pert: Per
 
 
 @torch.inference_mode()
-def regenerate_chunk(ctx: CleanRun, units: list[Unit], unit_ids: list[int], pert: Perturbation,
-                     max_new_tokens: int, stop_ids: set[int]) -> list[list[int]]:
+def regenerate_chunk(
+    ctx: CleanRun, units: list[Unit], unit_ids: list[int], pert: Perturbation, max_new_tokens: int, stop_ids: set[int]
+) -> list[list[int]]:
     """Greedy answers of each variant, batched; stops once every variant has emitted a stop token."""
     start, end = first_changed(ctx, units, pert.kind), ctx.tm.query + 1
     embeds, deep = variant_inputs(ctx, units, unit_ids, pert, start, end)

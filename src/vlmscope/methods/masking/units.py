@@ -32,13 +32,19 @@ class Unit:
     def first(self) -> int:
         return min(self.positions)
 
+    @property
+    def image_index(self) -> int:
+        """The image of a vision unit."""
+        assert self.image is not None, f"unit {self.label!r} is not a vision unit"
+        return self.image
+
     def box(self, visual: Visual) -> list[float]:
         """Pixel box (x0, y0, x1, y1) in the original image around every token of the unit."""
         boxes = visual.token_boxes()[list(self.cells)]
         return [float(boxes[:, 0].min()), float(boxes[:, 1].min()), float(boxes[:, 2].max()), float(boxes[:, 3].max())]
 
     def to_dict(self) -> dict:
-        d = {"kind": self.kind, "label": self.label, "positions": list(self.positions)}
+        d: dict[str, object] = {"kind": self.kind, "label": self.label, "positions": list(self.positions)}
         if self.kind == "vision":
             d.update(image=self.image, cells=list(self.cells))
         return d
@@ -61,8 +67,14 @@ def parse_window(window: int | str) -> int | str:
     raise VlmscopeError(f"bad window {window!r}; use a positive number of vision tokens per side or 'image'")
 
 
-def build_units(tm: TokenMap, tokenizer, mode: str = "vision", window: int | str = 1, stride: int | None = None,
-                text_unit: str = "token") -> list[Unit]:
+def build_units(
+    tm: TokenMap,
+    tokenizer,
+    mode: str = "vision",
+    window: int | str = 1,
+    stride: int | None = None,
+    text_unit: str = "token",
+) -> list[Unit]:
     """Units of `mode` for one example; errors name the bad value when the selection is empty."""
     mode, window = parse_mode(mode), parse_window(window)
     if text_unit not in TEXT_UNITS:
@@ -74,13 +86,17 @@ def build_units(tm: TokenMap, tokenizer, mode: str = "vision", window: int | str
         positions = tm.text_positions()
         if not positions:
             raise VlmscopeError(f"mask mode {mode!r} selects no text: the prompt has no text tokens; use --mode vision")
-        units += _words(tm, tokenizer, positions) if text_unit == "word" else [
-            Unit("text", _piece(tokenizer, tm.input_ids[p]), (p,)) for p in positions]
+        units += (
+            _words(tm, tokenizer, positions)
+            if text_unit == "word"
+            else [Unit("text", _piece(tokenizer, tm.input_ids[p]), (p,)) for p in positions]
+        )
     if mode in ("vision", "both"):
         images = [v for v in tm.visuals if v.kind == "image"]
         if not images:
-            raise VlmscopeError(f"mask mode {mode!r} selects no vision tokens: the example has no image; "
-                                "use --mode text")
+            raise VlmscopeError(
+                f"mask mode {mode!r} selects no vision tokens: the example has no image; use --mode text"
+            )
         for v in images:
             units += _image_units(v, window, stride)
     return units
@@ -96,8 +112,13 @@ def _words(tm: TokenMap, tokenizer, positions: list[int]) -> list[Unit]:
     groups: list[list[int]] = []
     for i, p in enumerate(positions):
         piece = _piece(tokenizer, tm.input_ids[p])
-        joins = (i > 0 and positions[i - 1] == p - 1 and not piece[:1].isspace() and piece.isalnum()
-                 and _piece(tokenizer, tm.input_ids[p - 1]).strip().isalnum())
+        joins = (
+            i > 0
+            and positions[i - 1] == p - 1
+            and not piece[:1].isspace()
+            and piece.isalnum()
+            and _piece(tokenizer, tm.input_ids[p - 1]).strip().isalnum()
+        )
         if joins:
             groups[-1].append(p)
         else:
@@ -121,16 +142,19 @@ def _image_units(v: Visual, window: int | str, stride: int | None) -> list[Unit]
     positions = v.positions
     if window == "image":
         return [Unit("vision", f"image {v.index}", tuple(positions), v.index, tuple(range(len(positions))))]
+    assert isinstance(window, int), window  # parse_window gives an int or 'image'
     _, h, w = v.merged_thw  # images have one temporal group
     if window > min(h, w):
-        raise VlmscopeError(f"window {window} is larger than the {h}x{w} token grid of image {v.index}; "
-                            f"use a window of 1..{min(h, w)} or 'image'")
+        raise VlmscopeError(
+            f"window {window} is larger than the {h}x{w} token grid of image {v.index}; "
+            f"use a window of 1..{min(h, w)} or 'image'"
+        )
     step = stride if stride is not None else window
     raster = np.arange(h * w).reshape(h, w)
     units = []
     for r in _starts(h, window, step):
         for c in _starts(w, window, step):
-            cells = tuple(int(i) for i in raster[r:r + window, c:c + window].reshape(-1))
+            cells = tuple(int(i) for i in raster[r : r + window, c : c + window].reshape(-1))
             label = f"image {v.index} ({r},{c})" + (f" {window}x{window}" if window > 1 else "")
             units.append(Unit("vision", label, tuple(positions[i] for i in cells), v.index, cells))
     return units
