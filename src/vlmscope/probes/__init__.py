@@ -19,5 +19,17 @@ from .models import PROBES, make_probe
 from .result import ProbeResult
 from .train import train
 
-__all__ = ["train", "apply", "load_probes", "ProbeResult", "Scores", "Feature", "parse_features", "make_probe",
-           "normalize_answer", "answers_match", "PROBES", "DEFAULT_SPEC"]
+__all__ = [
+    "train",
+    "apply",
+    "load_probes",
+    "ProbeResult",
+    "Scores",
+    "Feature",
+    "parse_features",
+    "make_probe",
+    "normalize_answer",
+    "answers_match",
+    "PROBES",
+    "DEFAULT_SPEC",
+]

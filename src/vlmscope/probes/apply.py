@@ -25,16 +25,32 @@ def save_probes(result, out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {f"{col}::{k}": np.ascontiguousarray(v)
-               for col, p in result.probes.items() for k, v in p.tensors().items()}
+    tensors = {
+        f"{col}::{k}": np.ascontiguousarray(v) for col, p in result.probes.items() for k, v in p.tensors().items()
+    }
     save_file(tensors, str(out / PROBE_FILE))
     scores = {r["feature"]: r for r in result.rows}
-    meta = {"format": FORMAT, "version": 1, "probe": result.probe, "label": result.label, "store": result.store,
-            "model": result.model, "folds": result.folds, "seed": result.seed, "n": result.n,
-            "best": result.best()["feature"],
-            "features": [{**f.to_dict(), "cv_auroc_mean": scores[f.column]["auroc_mean"],
-                          "cv_auroc_std": scores[f.column]["auroc_std"]}
-                         for f in result.features if f.column in result.probes]}
+    meta = {
+        "format": FORMAT,
+        "version": 1,
+        "probe": result.probe,
+        "label": result.label,
+        "store": result.store,
+        "model": result.model,
+        "folds": result.folds,
+        "seed": result.seed,
+        "n": result.n,
+        "best": result.best()["feature"],
+        "features": [
+            {
+                **f.to_dict(),
+                "cv_auroc_mean": scores[f.column]["auroc_mean"],
+                "cv_auroc_std": scores[f.column]["auroc_std"],
+            }
+            for f in result.features
+            if f.column in result.probes
+        ],
+    }
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return out
 
@@ -45,8 +61,10 @@ def load_probes(probe_dir: str | Path) -> tuple[dict, dict]:
 
     d = Path(probe_dir)
     if not (d / META_FILE).is_file() or not (d / PROBE_FILE).is_file():
-        raise VlmscopeError(f"not a probe directory: {str(d)!r} needs {META_FILE} and {PROBE_FILE} "
-                            "(written by `vlmscope probe train --out DIR`)")
+        raise VlmscopeError(
+            f"not a probe directory: {str(d)!r} needs {META_FILE} and {PROBE_FILE} "
+            "(written by `vlmscope probe train --out DIR`)"
+        )
     meta = json.loads((d / META_FILE).read_text())
     if meta.get("format") != FORMAT:
         raise VlmscopeError(f"{str(d / META_FILE)!r} is not a vlmscope probe (format {meta.get('format')!r})")
@@ -79,14 +97,21 @@ class Scores:
             w = csv.writer(f)
             w.writerow(["index", "sample_id", "risk", *cols])
             for i in range(len(self.index)):
-                w.writerow([int(self.index[i]), self.sample_id[i], f"{self.risk[self.best][i]:.6f}",
-                            *(f"{self.risk[c][i]:.6f}" for c in cols)])
+                w.writerow(
+                    [
+                        int(self.index[i]),
+                        self.sample_id[i],
+                        f"{self.risk[self.best][i]:.6f}",
+                        *(f"{self.risk[c][i]:.6f}" for c in cols),
+                    ]
+                )
         return path
 
 
 def apply(probe_dir: str | Path, store) -> Scores:
     """Score every row of `store` (a path or an open store) with the probes in `probe_dir`."""
-    from ..store import Store, open as open_store
+    from ..store import Store
+    from ..store import open as open_store
     from .features import feature_of
     from .labels import make_labels
 
@@ -99,16 +124,26 @@ def apply(probe_dir: str | Path, store) -> Scores:
     risk = {}
     for f in meta["features"]:
         if f["column"] not in st.columns:
-            raise VlmscopeError(f"the store {str(st.path)!r} has no column {f['column']!r} that the probe was "
-                                f"trained on; columns: {', '.join(st.columns)}")
+            raise VlmscopeError(
+                f"the store {str(st.path)!r} has no column {f['column']!r} that the probe was "
+                f"trained on; columns: {', '.join(st.columns)}"
+            )
         feat: Feature = feature_of(st, f["column"])
         if feat.dim != f["dim"]:
-            raise VlmscopeError(f"column {f['column']!r} has {feat.dim} values per row here, {f['dim']} when the "
-                                "probe was trained: features of another model")
+            raise VlmscopeError(
+                f"column {f['column']!r} has {feat.dim} values per row here, {f['dim']} when the "
+                "probe was trained: features of another model"
+            )
         risk[f["column"]] = probes[f["column"]].score(load_matrix(st, feat))
     table = st.samples()
-    out = Scores(table.get("index", np.arange(len(st))), table.get("sample_id", np.arange(len(st)).astype(str)),
-                 risk, meta["best"], meta["label"]["positive"], warnings=warnings)
+    out = Scores(
+        table.get("index", np.arange(len(st))),
+        table.get("sample_id", np.arange(len(st)).astype(str)),
+        risk,
+        meta["best"],
+        meta["label"]["positive"],
+        warnings=warnings,
+    )
     try:
         labels = make_labels(table, meta["label"]["name"], where=f"store {str(st.path)!r}")
     except VlmscopeError:

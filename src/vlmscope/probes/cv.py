@@ -33,8 +33,11 @@ def fold_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
     """AUROC, average precision (positive class 1) and accuracy at 0.5 of one fold's scores."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    return {"auroc": float(roc_auc_score(y, score)), "ap": float(average_precision_score(y, score)),
-            "accuracy": float(np.mean((score >= 0.5) == (y == 1)))}
+    return {
+        "auroc": float(roc_auc_score(y, score)),
+        "ap": float(average_precision_score(y, score)),
+        "accuracy": float(np.mean((score >= 0.5) == (y == 1))),
+    }
 
 
 def cross_validate(X: np.ndarray, y: np.ndarray, kind: str, folds: int, seed: int) -> list[dict[str, float]]:
@@ -72,8 +75,9 @@ class FeatureScores:
         return out
 
 
-def evaluate_feature(feature: Feature, X: np.ndarray, y: np.ndarray, kind: str, folds: int, seed: int,
-                     control: bool = True) -> FeatureScores:
+def evaluate_feature(
+    feature: Feature, X: np.ndarray, y: np.ndarray, kind: str, folds: int, seed: int, control: bool = True
+) -> FeatureScores:
     """Cross-validated metrics of one feature, and of its shuffled-label control."""
     scores = FeatureScores(feature, cross_validate(X, y, kind, folds, seed))
     if control:

@@ -59,9 +59,11 @@ def feature_of(store, name: str) -> Feature:
     """The `Feature` of a fixed-size column; a ragged or non-numeric column is an error."""
     col = store[name]
     if col.ragged:
-        raise VlmscopeError(f"feature {name!r} is ragged (one [n_i, {', '.join(map(str, col.shape))}] array per row); "
-                            "probes need one fixed-size vector per row: pick a pooled column, or extract with "
-                            "--reduce mean / the halp preset")
+        raise VlmscopeError(
+            f"feature {name!r} is ragged (one [n_i, {', '.join(map(str, col.shape))}] array per row); "
+            "probes need one fixed-size vector per row: pick a pooled column, or extract with "
+            "--reduce mean / the halp preset"
+        )
     if col.dtype.kind not in "fiub":
         raise VlmscopeError(f"feature {name!r} holds {col.dtype}, not numbers")
     group = name.split("/", 1)[0] if name.split("/", 1)[0] in GROUPS and "/" in name else ""
@@ -87,8 +89,10 @@ def _layers_item(store, group: str, layer_spec: str) -> list[str]:
     wanted = parse_layers(layer_spec, n)
     absent = [i for i in wanted if i not in cols]
     if absent:
-        raise VlmscopeError(f"{group}[{layer_spec}]: layer(s) {', '.join(map(str, absent))} not stored; "
-                            f"stored {group} layers: {', '.join(map(str, stored))}")
+        raise VlmscopeError(
+            f"{group}[{layer_spec}]: layer(s) {', '.join(map(str, absent))} not stored; "
+            f"stored {group} layers: {', '.join(map(str, stored))}"
+        )
     return [cols[i] for i in wanted]
 
 
@@ -98,8 +102,10 @@ def parse_features(store, spec: str | None = None) -> list[Feature]:
         present = [g for g in GROUPS if _group_columns(store, g)]
         if not present:
             fixed = [n for n, c in store.columns.items() if not c.ragged]
-            raise VlmscopeError(f"the store has no vf/vt/qt columns (extract with --preset halp); name columns with "
-                                f"--features, e.g. {', '.join(fixed[:4]) or 'none are fixed-size'}")
+            raise VlmscopeError(
+                f"the store has no vf/vt/qt columns (extract with --preset halp); name columns with "
+                f"--features, e.g. {', '.join(fixed[:4]) or 'none are fixed-size'}"
+            )
         spec = ",".join(present)
     names: list[str] = []
     for item in _split(spec):
@@ -110,8 +116,9 @@ def parse_features(store, spec: str | None = None) -> list[Feature]:
             cols = _group_columns(store, item)
             found = [cols[k] for k in sorted(cols, key=lambda k: -1 if k is None else k)]
             if not found:
-                raise VlmscopeError(f"feature group {item!r}: the store has no {item}/ columns; "
-                                    f"columns: {', '.join(store.columns)}")
+                raise VlmscopeError(
+                    f"feature group {item!r}: the store has no {item}/ columns; columns: {', '.join(store.columns)}"
+                )
         elif any(ch in item for ch in "*?["):
             found = [n for n in store.columns if fnmatch.fnmatchcase(n, item)]
             if not found:
@@ -119,8 +126,10 @@ def parse_features(store, spec: str | None = None) -> list[Feature]:
         elif item in store.columns:
             found = [item]
         else:
-            raise VlmscopeError(f"unknown feature {item!r}; use vf, vt, qt, vt[LAYERS], qt[LAYERS], a column or a "
-                                f"glob; columns: {', '.join(store.columns)}")
+            raise VlmscopeError(
+                f"unknown feature {item!r}; use vf, vt, qt, vt[LAYERS], qt[LAYERS], a column or a "
+                f"glob; columns: {', '.join(store.columns)}"
+            )
         names += [n for n in found if n not in names]
     return [feature_of(store, n) for n in names]
 

@@ -23,8 +23,10 @@ import numpy as np
 
 from ..errors import VlmscopeError
 
-_NUMBERS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-            "fifteen sixteen seventeen eighteen nineteen twenty").split()
+_NUMBERS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty"
+).split()
 NUMBER_WORDS = {w: str(i) for i, w in enumerate(_NUMBERS)}
 YES_WORDS = frozenset({"yes", "yeah", "yep", "true", "correct"})
 NO_WORDS = frozenset({"no", "nope", "false", "incorrect"})
@@ -57,8 +59,8 @@ class Labels:
     has no label (left out of every probe and counted in ``n_missing``)."""
 
     name: str
-    y: np.ndarray          # [N] int8: 1, 0, or -1 for no label
-    positive: str          # what y == 1 means
+    y: np.ndarray  # [N] int8: 1, 0, or -1 for no label
+    positive: str  # what y == 1 means
     negative: str
 
     @property
@@ -83,11 +85,15 @@ def _missing(values: np.ndarray) -> np.ndarray:
 
 def correctness(samples: dict[str, np.ndarray], where: str = "the store") -> Labels:
     """1 where the generated answer is wrong, 0 where it is right; no label without a reference."""
-    for col, hint in (("generated_answer", "extract with --preset halp (or --generate) to store the model's answers"),
-                      ("gt_answer", "the source needs an answer column")):
+    for col, hint in (
+        ("generated_answer", "extract with --preset halp (or --generate) to store the model's answers"),
+        ("gt_answer", "the source needs an answer column"),
+    ):
         if col not in samples:
-            raise VlmscopeError(f"{where} has no {col!r} column, so the label 'correct' cannot be computed: {hint}; "
-                                f"or pass --label COLUMN (sample columns: {', '.join(samples)})")
+            raise VlmscopeError(
+                f"{where} has no {col!r} column, so the label 'correct' cannot be computed: {hint}; "
+                f"or pass --label COLUMN (sample columns: {', '.join(samples)})"
+            )
     gen, ref = samples["generated_answer"], samples["gt_answer"]
     missing = _missing(ref)
     y = np.array([-1 if m else int(not answers_match(g, r)) for g, r, m in zip(gen, ref, missing)], np.int8)
@@ -133,8 +139,12 @@ def check_trainable(labels: Labels, folds: int) -> None:
     for cls, n in counts.items():
         if n == 0:
             other = next(c for c in counts if c != cls)
-            raise VlmscopeError(f"label {labels.name!r} has one class only: all {total} labelled rows are "
-                                f"{other!r}, none {cls!r}; a probe needs both classes")
+            raise VlmscopeError(
+                f"label {labels.name!r} has one class only: all {total} labelled rows are "
+                f"{other!r}, none {cls!r}; a probe needs both classes"
+            )
         if n < folds:
-            raise VlmscopeError(f"label {labels.name!r}: only {n} rows are {cls!r}, fewer than --folds {folds}; "
-                                "lower --folds or label more rows")
+            raise VlmscopeError(
+                f"label {labels.name!r}: only {n} rows are {cls!r}, fewer than --folds {folds}; "
+                "lower --folds or label more rows"
+            )

@@ -7,6 +7,8 @@ probe is a handful of arrays (`tensors()`), saved as safetensors and scored with
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import VlmscopeError
@@ -31,7 +33,7 @@ class Probe:
             self.scale = np.where(std > 1e-8, std, 1.0).astype(np.float32)
         return ((X - self.mean) / self.scale).astype(np.float32)
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "Probe":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Probe:
         raise NotImplementedError
 
     def score(self, X: np.ndarray) -> np.ndarray:
@@ -40,7 +42,7 @@ class Probe:
     def tensors(self) -> dict[str, np.ndarray]:
         return {"mean": np.asarray(self.mean, np.float32), "scale": np.asarray(self.scale, np.float32)}
 
-    def load_tensors(self, t: dict[str, np.ndarray]) -> "Probe":
+    def load_tensors(self, t: dict[str, np.ndarray]) -> Probe:
         self.mean, self.scale = t["mean"], t["scale"]
         return self
 
@@ -85,12 +87,20 @@ class MLPProbe(Probe):
     kind = "mlp"
     hidden = (512, 256, 128)
 
-    def __init__(self, seed: int = 0, lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
-                 max_epochs: int = 200, patience: int = 10, val_fraction: float = 0.15):
+    def __init__(
+        self,
+        seed: int = 0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 64,
+        max_epochs: int = 200,
+        patience: int = 10,
+        val_fraction: float = 0.15,
+    ):
         super().__init__(seed)
         self.lr, self.weight_decay, self.batch_size = lr, weight_decay, batch_size
         self.max_epochs, self.patience, self.val_fraction = max_epochs, patience, val_fraction
-        self.net = None
+        self.net: Any = None  # a torch Sequential once fitted (torch is imported on use)
         self.epochs_run = 0
 
     def _build(self, dim: int):
@@ -169,8 +179,9 @@ class MLPProbe(Probe):
 
         super().load_tensors(t)
         self.net = self._build(len(t["mean"]))
-        self.net.load_state_dict({k[4:]: torch.from_numpy(np.ascontiguousarray(v)) for k, v in t.items()
-                                  if k.startswith("net.")})
+        self.net.load_state_dict(
+            {k[4:]: torch.from_numpy(np.ascontiguousarray(v)) for k, v in t.items() if k.startswith("net.")}
+        )
         self.net.eval()
         return self
 

@@ -8,8 +8,22 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CSV_FIELDS = ["feature", "group", "layer", "dim", "auroc_mean", "auroc_std", "ap_mean", "ap_std", "accuracy_mean",
-              "accuracy_std", "control_auroc_mean", "control_auroc_std", "control_ap_mean", "control_ap_std"]
+CSV_FIELDS = [
+    "feature",
+    "group",
+    "layer",
+    "dim",
+    "auroc_mean",
+    "auroc_std",
+    "ap_mean",
+    "ap_std",
+    "accuracy_mean",
+    "accuracy_std",
+    "control_auroc_mean",
+    "control_auroc_std",
+    "control_ap_mean",
+    "control_ap_std",
+]
 _NAMES = {"vf": "VF (mean of last vision block)", "vt": "VT (last image token)", "qt": "QT (query token)"}
 
 
@@ -20,7 +34,7 @@ class ProbeResult:
 
     store: str
     model: dict
-    label: dict            # name, positive, negative, counts, missing
+    label: dict  # name, positive, negative, counts, missing
     probe: str
     folds: int
     seed: int
@@ -37,31 +51,54 @@ class ProbeResult:
     def baseline(self) -> dict:
         """The majority-class predictor: AUROC 0.5, AP = positive rate, accuracy = majority share."""
         pos = self.label["counts"][self.label["positive"]] / self.n
-        return {"majority_class": self.label["positive"] if pos > 0.5 else self.label["negative"],
-                "accuracy": max(pos, 1 - pos), "auroc": 0.5, "ap": pos, "positive_rate": pos}
+        return {
+            "majority_class": self.label["positive"] if pos > 0.5 else self.label["negative"],
+            "accuracy": max(pos, 1 - pos),
+            "auroc": 0.5,
+            "ap": pos,
+            "positive_rate": pos,
+        }
 
     def best(self) -> dict:
         """The feature with the highest mean AUROC."""
         return max(self.rows, key=lambda r: r["auroc_mean"])
 
     def to_dict(self) -> dict:
-        return {"store": self.store, "model": self.model, "label": self.label, "probe": self.probe,
-                "folds": self.folds, "seed": self.seed, "n": self.n, "baseline": self.baseline,
-                "question_prior": self.prior, "rows": self.rows}
+        return {
+            "store": self.store,
+            "model": self.model,
+            "label": self.label,
+            "probe": self.probe,
+            "folds": self.folds,
+            "seed": self.seed,
+            "n": self.n,
+            "baseline": self.baseline,
+            "question_prior": self.prior,
+            "rows": self.rows,
+        }
 
     def table(self) -> str:
         """A Markdown table, mean ± standard deviation over folds, with n, balance and baseline."""
         lab, b = self.label, self.baseline
         counts = ", ".join(f"{k} {v} ({v / self.n:.0%})" for k, v in lab["counts"].items())
-        lines = [f"probe {self.probe}, label {lab['name']} (positive: {lab['positive']}), n = {self.n} ({counts}), "
-                 f"{lab['missing']} rows without a label left out; {self.folds}-fold CV, seed {self.seed}",
-                 f"majority baseline: accuracy {b['accuracy']:.3f}, AUROC 0.500, AP {b['ap']:.3f}"
-                 + (f"; question-text prior: AUROC {self.prior['auroc_mean']:.3f} ± {self.prior['auroc_std']:.3f}"
-                    if self.prior else ""), "",
-                 "| feature | AUROC | AP | accuracy | control AUROC | control AP |", "|---|---|---|---|---|---|"]
+        lines = [
+            f"probe {self.probe}, label {lab['name']} (positive: {lab['positive']}), n = {self.n} ({counts}), "
+            f"{lab['missing']} rows without a label left out; {self.folds}-fold CV, seed {self.seed}",
+            f"majority baseline: accuracy {b['accuracy']:.3f}, AUROC 0.500, AP {b['ap']:.3f}"
+            + (
+                f"; question-text prior: AUROC {self.prior['auroc_mean']:.3f} ± {self.prior['auroc_std']:.3f}"
+                if self.prior
+                else ""
+            ),
+            "",
+            "| feature | AUROC | AP | accuracy | control AUROC | control AP |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in self.rows:
-            cells = [f"{r[m + '_mean']:.3f} ± {r[m + '_std']:.3f}"
-                     for m in ("auroc", "ap", "accuracy", "control_auroc", "control_ap")]
+            cells = [
+                f"{r[m + '_mean']:.3f} ± {r[m + '_std']:.3f}"
+                for m in ("auroc", "ap", "accuracy", "control_auroc", "control_ap")
+            ]
             lines.append(f"| {r['feature']} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -78,11 +115,18 @@ class ProbeResult:
         for ax, prefix, title in panels:
             layers = sorted({r["layer"] for r in self.rows if r["layer"] is not None})
             for group, style in (("vt", "o-"), ("qt", "s-")):
-                rows = sorted((r for r in self.rows if r["group"] == group and r["layer"] is not None),
-                              key=lambda r: r["layer"])
+                rows = sorted(
+                    (r for r in self.rows if r["group"] == group and r["layer"] is not None), key=lambda r: r["layer"]
+                )
                 if rows:
-                    ax.errorbar([r["layer"] for r in rows], [r[prefix + "auroc_mean"] for r in rows],
-                                yerr=[r[prefix + "auroc_std"] for r in rows], fmt=style, capsize=3, label=_NAMES[group])
+                    ax.errorbar(
+                        [r["layer"] for r in rows],
+                        [r[prefix + "auroc_mean"] for r in rows],
+                        yerr=[r[prefix + "auroc_std"] for r in rows],
+                        fmt=style,
+                        capsize=3,
+                        label=_NAMES[group],
+                    )
             for r in self.rows:
                 if r["group"] == "vf" and layers:
                     m, s = r[prefix + "auroc_mean"], r[prefix + "auroc_std"]
@@ -98,8 +142,11 @@ class ProbeResult:
             ax.grid(alpha=0.3)
         axes[0].set_ylabel(f"AUROC (mean ± sd over {self.folds} folds)")
         axes[0].legend(fontsize=8, loc="lower right")
-        fig.suptitle(f"label {self.label['name']} (positive: {self.label['positive']}), n = {self.n}, "
-                     f"positive rate {self.baseline['positive_rate']:.2f}", fontsize=10)
+        fig.suptitle(
+            f"label {self.label['name']} (positive: {self.label['positive']}), n = {self.n}, "
+            f"positive rate {self.baseline['positive_rate']:.2f}",
+            fontsize=10,
+        )
         fig.tight_layout()
         if path is not None:
             stem = Path(path)

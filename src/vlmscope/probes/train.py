@@ -3,8 +3,8 @@ and a refit on every labelled row for `apply`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -23,16 +23,25 @@ def _need_sklearn() -> None:
         raise VlmscopeError("probes need scikit-learn: pip install 'vlmscope[probes]'") from None
 
 
-def train(store, label: str = "correct", probe: str = "logreg", features: str | None = None, folds: int = 5,
-          seed: int = 0, control: bool = True, refit: bool = True,
-          progress: Callable[[dict], None] | None = None) -> ProbeResult:
+def train(
+    store,
+    label: str = "correct",
+    probe: str = "logreg",
+    features: str | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    control: bool = True,
+    refit: bool = True,
+    progress: Callable[[dict], None] | None = None,
+) -> ProbeResult:
     """Cross-validated probes of `label` on each feature of `store` (a path or an open store).
 
     label: ``correct`` (positive = the generated answer is wrong) or a sample column with two
     values; features: a SPEC (see `vlmscope.probes.features`), default ``vf,vt,qt``.
     `progress` is called with each feature's summary as it finishes.
     """
-    from ..store import Store, open as open_store
+    from ..store import Store
+    from ..store import open as open_store
 
     _need_sklearn()
     if probe not in PROBES:
@@ -65,7 +74,22 @@ def train(store, label: str = "correct", probe: str = "logreg", features: str | 
 
         m, s = _mean_std(prior_baseline(np.asarray(table["question"])[keep], y, folds, seed))
         prior = {"key": "question", "auroc_mean": m, "auroc_std": s}
-    label_info = {"name": labels.name, "positive": labels.positive, "negative": labels.negative,
-                  "counts": labels.counts(), "missing": labels.n_missing}
-    return ProbeResult(str(Path(st.path)), st.meta.get("model", {}), label_info, probe, folds, seed, rows,
-                       prior=prior, probes=probes, features=feats)
+    label_info = {
+        "name": labels.name,
+        "positive": labels.positive,
+        "negative": labels.negative,
+        "counts": labels.counts(),
+        "missing": labels.n_missing,
+    }
+    return ProbeResult(
+        str(Path(st.path)),
+        st.meta.get("model", {}),
+        label_info,
+        probe,
+        folds,
+        seed,
+        rows,
+        prior=prior,
+        probes=probes,
+        features=feats,
+    )
