@@ -26,13 +26,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trust-remote-code", action="store_true", help="run the checkpoint's own code (off by default)")
 
 
-def load_from_args(args, model: str | None = None):
-    """A Scope from every model flag; `model` (e.g. from a config file) is used when --model is not given."""
+def load_from_args(args, model: str | None = None, device: str | None = None):
+    """A Scope from every model flag; `model` (e.g. from a config file) is used when --model is not
+    given, `device` (e.g. a process's own GPU under torchrun) instead of --device."""
     from ..scope import load
 
     return load(
         args.model or model,
-        device=args.device,
+        device=device or args.device,
         dtype=args.dtype,
         attn_implementation=args.attn_implementation,
         device_map=args.device_map,

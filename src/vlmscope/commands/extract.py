@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import sys
 
-import vlmscope
-
-from . import add_model_args
+from . import add_model_args, load_from_args
 
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 
@@ -70,17 +68,7 @@ def _extract(args) -> int:
         generate=args.generate,
         max_new_tokens=args.max_new_tokens,
     )
-    scope = vlmscope.load(
-        args.model,
-        device=device or args.device,
-        dtype=args.dtype,
-        attn_implementation=args.attn_implementation,
-        device_map=args.device_map,
-        trust_remote_code=args.trust_remote_code,
-        revision=args.revision,
-        min_pixels=args.min_pixels,
-        max_pixels=args.max_pixels,
-    )
+    scope = load_from_args(args, device=device)
     summary = extract(
         scope,
         source,

@@ -236,9 +236,25 @@ class Adapter:
         raise NotImplementedError
 
     @classmethod
+    def tiny_processor_classes(cls) -> tuple[type, type]:
+        """(processor class, video processor class) of this family; imported on use."""
+        raise NotImplementedError
+
+    @classmethod
     def tiny_processor(cls, tokenizer, size: dict):
         """The family's processor around `tokenizer`, limited to small images."""
-        raise NotImplementedError
+        from transformers import Qwen2VLImageProcessor
+
+        from .tiny import CHAT_TEMPLATE
+
+        processor, video = cls.tiny_processor_classes()
+        kw: dict[str, Any] = dict(patch_size=cls.tiny_patch, merge_size=2, temporal_patch_size=2, size=size)
+        return processor(
+            image_processor=Qwen2VLImageProcessor(**kw),
+            tokenizer=tokenizer,
+            video_processor=video(**kw),
+            chat_template=CHAT_TEMPLATE,
+        )
 
     # ---- description ------------------------------------------------------------------------
     def describe(self) -> dict:

@@ -9,7 +9,7 @@ import torch
 
 from ..sites import SiteSpec
 from .adapter import Adapter
-from .tiny import CHAT_TEMPLATE, mrope, text_config, token_ids
+from .tiny import mrope, text_config, token_ids
 
 
 class Qwen2_5_VLAdapter(Adapter):
@@ -78,13 +78,7 @@ class Qwen2_5_VLAdapter(Adapter):
         )
 
     @classmethod
-    def tiny_processor(cls, tokenizer, size: dict):
-        from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+    def tiny_processor_classes(cls) -> tuple[type, type]:
+        from transformers import Qwen2_5_VLProcessor, Qwen2VLVideoProcessor
 
-        kw: dict[str, Any] = dict(patch_size=cls.tiny_patch, merge_size=2, temporal_patch_size=2, size=size)
-        return Qwen2_5_VLProcessor(
-            image_processor=Qwen2VLImageProcessor(**kw),
-            tokenizer=tokenizer,
-            video_processor=Qwen2VLVideoProcessor(**kw),
-            chat_template=CHAT_TEMPLATE,
-        )
+        return Qwen2_5_VLProcessor, Qwen2VLVideoProcessor

@@ -9,7 +9,7 @@ import torch
 
 from ..sites import BASE_SITES, VISUAL, SiteSpec
 from .adapter import Adapter
-from .tiny import CHAT_TEMPLATE, mrope, text_config, token_ids
+from .tiny import mrope, text_config, token_ids
 
 
 class Qwen3VLAdapter(Adapter):
@@ -81,13 +81,7 @@ class Qwen3VLAdapter(Adapter):
         return Qwen3VLConfig(text_config=text3, vision_config=vision, **token_ids(tokenizer))
 
     @classmethod
-    def tiny_processor(cls, tokenizer, size: dict):
-        from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+    def tiny_processor_classes(cls) -> tuple[type, type]:
+        from transformers import Qwen3VLProcessor, Qwen3VLVideoProcessor
 
-        kw: dict[str, Any] = dict(patch_size=cls.tiny_patch, merge_size=2, temporal_patch_size=2, size=size)
-        return Qwen3VLProcessor(
-            image_processor=Qwen2VLImageProcessor(**kw),
-            tokenizer=tokenizer,
-            video_processor=Qwen3VLVideoProcessor(**kw),
-            chat_template=CHAT_TEMPLATE,
-        )
+        return Qwen3VLProcessor, Qwen3VLVideoProcessor
