@@ -12,7 +12,10 @@ else
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: demo test venv clean
+# The browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: demo test venv clean browser bench
 
 venv: $(VENV)/.installed
 
@@ -20,18 +23,28 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install $(TORCH_PAIR)
-	$(BIN)/pip install -e '.[test,export]'
+	$(BIN)/pip install -e '.[test,export,bench]'
 	$(BIN)/python -c "import torch, torchvision, transformers; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'transformers', transformers.__version__)"
 	touch $@
 
 demo: venv
 	$(BIN)/vlmscope demo
 
-test: venv
+browser:
+	@test -x $(CHROMIUM) || command -v chromium >/dev/null || \
+	  { echo "installing chromium (apt) for the browser tests"; \
+	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium >/dev/null; }
+
+test: venv browser
 	$(BIN)/ruff check src
 	$(BIN)/ruff format --check src
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest -n 2 -q tests
+
+# Small-size runs of every benchmark; results land in benchmarks/results/*.json.
+bench: venv
+	$(BIN)/python -m benchmarks.run_all --small
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
