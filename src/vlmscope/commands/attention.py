@@ -43,8 +43,11 @@ def cmd_attention(args) -> int:
     written = result.save(out, formats=formats)
     finish_out_dir(out, "attention")
     print(f"answer: {result.answer}")
-    if result.sinks:
-        print(f"excluded attention sinks (vision token indices): {result.sinks}")
+    if args.exclude_sinks:
+        reasons = result.settings.get("sink_reasons", {})
+        print(f"excluded attention sinks: {len(reasons) or 'none'}")
+        for c in result.sinks:
+            print(f"  {reasons[c]}")
     for kind, path in written.items():
         print(f"  {kind:8s} {path}")
     return 0

@@ -90,7 +90,8 @@ class MapMethod:
         vis_idx = [i for i, p in enumerate(keys) if p in vision]
         text_idx = [i for i, p in enumerate(keys) if p not in vision]
         maps = cols[:, vis_idx]
-        found = sink_tools.detect_sinks(maps) if self.exclude_sinks else []
+        reasons = self._sinks(scope, example, maps, layers, heads) if self.exclude_sinks else {}
+        found = sorted(reasons)
         maps = sink_tools.exclude(maps, found)
         images = [load_image(i) for i in example.images] + [load_image(v[0]) for v in example.videos]
         return TokenMaps(
@@ -107,8 +108,20 @@ class MapMethod:
             text_maps=cols[:, text_idx] if self.keep_text else None,
             sinks=found,
             images=images,
-            settings={"method": self.name, **self.options()},
+            settings={
+                "method": self.name,
+                **self.options(),
+                **({"sink_reasons": reasons} if self.exclude_sinks else {}),
+            },
         )
+
+    def _sinks(self, scope: Scope, example: Example, maps: np.ndarray, layers, heads) -> dict[int, str]:
+        """{vision column: reason} of the attention sinks in `maps` (rule: methods/sinks.py)."""
+        if not sink_tools.detect_sinks(maps):  # no candidate: no neutral forward needed
+            return {}
+        all_heads = list(range(scope.adapter.num_heads))
+        reference = sink_tools.neutral_rows(scope, example, list(layers), list(heads) or all_heads)
+        return sink_tools.find_sinks(maps, reference)
 
 
 def _need_visual(example: Example) -> None:
