@@ -217,18 +217,38 @@ def test_layer_stats_against_hand_norms(scopes, tmp_path):
     assert paths["png"].stat().st_size > 1000 and json.loads(paths["json"].read_text())["images"] == 2
 
 
-@pytest.mark.xfail(strict=False, reason="measured on 721 token-object pairs: not reliably above chance on the "
-                   "bundled model (docs/lens.md)")
-def test_contextual_lens_colour_beats_chance_on_shapes_model(shapes_scope, tmp_path):
-    """Vision tokens inside an object's box: the contextual lens over shapes captions should rank
-    the object's colour first among the six colour words more often than chance (1/6)."""
-    from vlmscope.methods.lens.colours import colour_rates, shapes_captions
+def test_value_readout_equals_per_head_hand_computation(scopes, family):
+    """o_proj(v_proj(norm(h))) written out head by head from the weight matrices: query head q
+    reads key/value head q // (heads / kv heads), as in grouped-query attention."""
+    ad = scopes[family].adapter
+    layer = ad.num_layers - 1
+    block = ad.language_model.layers[layer]
+    attn, cfg = block.self_attn, ad.text_config
+    h = torch.randn(5, cfg.hidden_size)
+    with torch.no_grad():
+        got = ad.value_readout(layer, h)
+        x = block.input_layernorm(h)
+        n_q, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        d = attn.o_proj.in_features // n_q
+        ref = torch.zeros_like(got)
+        for q in range(n_q):
+            kv = q // (n_q // n_kv)
+            wv = attn.v_proj.weight[kv * d : (kv + 1) * d]
+            bv = attn.v_proj.bias[kv * d : (kv + 1) * d] if attn.v_proj.bias is not None else 0
+            ref += (x @ wv.T + bv) @ attn.o_proj.weight[:, q * d : (q + 1) * d].T
+        if attn.o_proj.bias is not None:
+            ref += attn.o_proj.bias
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
 
-    caps = tmp_path / "shapes.txt"
-    caps.write_text("\n".join(shapes_captions(200, seed=0)) + "\n")
-    out = build_index(shapes_scope, caps, "1", tmp_path / "idx")
-    r = colour_rates(shapes_scope, n_scenes=30, seed=1000, kind="contextual", index=out)
-    assert r["n"] >= 60
+
+def test_value_lens_reads_the_object_colour_above_chance(shapes_scope):
+    """Vision tokens inside an object's box: layer 1's value readout ranks the object's colour
+    first among the six colour words more often than chance (1/6). Layer 1 was chosen on scenes of
+    seed 1000; this checks it on scenes of another seed."""
+    from vlmscope.methods.lens.colours import colour_rates
+
+    r = colour_rates(shapes_scope, n_scenes=20, seed=3000, layers="1", kind="value")
+    assert r["n"] >= 40
     assert r["layers"]["1"]["ci95"][0] > 1 / 6
 
 
@@ -243,7 +263,7 @@ def test_lens_methods_share_the_method_call_and_equal_the_lens_function():
     ex = vlmscope.Example("What colour is the square?",
                           images=[str(HERE / "examples" / "shapes_demo.png")])
     answer = Answer.resolve(scope, ex, max_new_tokens=2)
-    for kind in ("logit", "embedding"):
+    for kind in ("logit", "embedding", "value"):
         via_method = LENS_METHODS[kind](layers="-1", k=3).attribute(scope, ex, answer)
         direct = lens(scope, ex, kind=kind, layers="-1", k=3)
         assert via_method.to_dict() == direct.to_dict()

@@ -95,7 +95,13 @@ def register(sub) -> None:
     add_model_args(show)
     show.add_argument("image", nargs="+", help="image path(s); the page shows the first")
     show.add_argument("--prompt", required=True)
-    show.add_argument("--kind", default="logit", choices=["logit", "embedding", "contextual"])
+    show.add_argument(
+        "--kind",
+        default="logit",
+        choices=["logit", "embedding", "value", "contextual"],
+        help="logit: the token's stream via the LM head; embedding: nearest input embeddings; value: what each "
+        "layer's attention reads from the token, via the LM head; contextual: nearest caption tokens (needs --index)",
+    )
     show.add_argument("--index", default=None, help="index directory from `vlmscope lens index` (contextual)")
     show.add_argument("--layers", default="all", help="all, halp, 0,8,-1, 2-5 ... (contextual: default the index's)")
     show.add_argument("--k", type=int, default=5)

@@ -84,6 +84,18 @@ class Adapter:
     def num_deepstack(self) -> int:
         return len(self.deepstack_visual_indexes)
 
+    def value_readout(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """[N, D]: what decoder layer `layer`'s attention adds to a query that attends only to a key
+        whose stream entering the layer is `h` [N, D], summed over heads (the OV circuit:
+        o_proj(v_proj(input_layernorm(h))), grouped key/value heads repeated to the query heads)."""
+        block = self.language_model.layers[layer]
+        attn = block.self_attn
+        v = attn.v_proj(block.input_layernorm(h))
+        head_dim = int(getattr(attn, "head_dim", v.shape[-1] // self.text_config.num_key_value_heads))
+        v = v.view(*v.shape[:-1], -1, head_dim)
+        v = v.repeat_interleave(attn.o_proj.in_features // (v.shape[-2] * head_dim), dim=-2)
+        return attn.o_proj(v.flatten(-2))
+
     # ---- sites ------------------------------------------------------------------------------
     def site_groups(self) -> list[str]:
         return list(self._specs)

@@ -3,6 +3,7 @@
 from vlmscope.methods.lens import lens, layer_stats, build_index
 lens(scope, ex, kind="logit")                       # final norm + LM head, top-k tokens
 lens(scope, ex, kind="embedding")                   # nearest input-embedding rows by cosine
+lens(scope, ex, kind="value")                       # what layer i's attention reads from it, via the LM head
 build_index(scope, "captions.txt", "all", "idx/")   # caption tokens' states, FAISS per layer
 lens(scope, ex, kind="contextual", index="idx/")    # nearest caption tokens in context
 layer_stats(scope, [ex, ...]) / layer_stats("features/")  # norms per layer, vision vs text
@@ -17,7 +18,7 @@ from .index import build_index
 from .result import Entry, Lens
 from .stats import LayerStats
 
-KINDS = ("logit", "embedding", "contextual")
+KINDS = ("logit", "embedding", "value", "contextual")
 
 __all__ = ["lens", "layer_stats", "build_index", "Lens", "Entry", "LayerStats", "KINDS"]
 
@@ -46,7 +47,12 @@ def lens(scope, example, kind: str = "logit", layers="all", k: int = 5, index=No
         ctx.check(scope, layers)
     else:
         layers = layer_list(scope, layers)
-    states, tm = vision_states(scope, example, layers)
+    if kind == "value":
+        from .value import value_states
+
+        states, tm = value_states(scope, example, layers)
+    else:
+        states, tm = vision_states(scope, example, layers)
     if kind == "contextual":
         from .contextual import contextual_entries
 
@@ -55,8 +61,9 @@ def lens(scope, example, kind: str = "logit", layers="all", k: int = 5, index=No
     else:
         from .embedding import embedding_top
         from .logit import logit_top
+        from .value import value_top
 
-        top = (logit_top if kind == "logit" else embedding_top)(scope, states, k)
+        top = {"logit": logit_top, "embedding": embedding_top, "value": value_top}[kind](scope, states, k)
         tok = scope.processor.tokenizer
         entries = {}
         for layer, (scores, ids) in top.items():

@@ -42,10 +42,12 @@ def colour_rates(scope, n_scenes: int = 40, seed: int = 1000, layers="all", kind
     """Per layer, how often the object's colour ranks first among the colour words, over every
     (object, inside token) pair of `n_scenes` fresh scenes; with n and a 95% Wilson interval.
 
-    ``logit``: a colour's score is its best logit over its token forms. ``contextual``: its best
-    cosine to any caption token spelling it (needs `index`)."""
+    ``logit``: a colour's score is its best logit over its token forms; ``value``: the same on the
+    value readout of the layer's attention. ``contextual``: its best cosine to any caption token
+    spelling it (needs `index`)."""
     from ...inputs import Example
     from .common import layer_list, vision_states
+    from .value import value_logits, value_states
 
     names = list(COLOURS)
     ids = colour_ids(scope)
@@ -64,7 +66,8 @@ def colour_rates(scope, n_scenes: int = 40, seed: int = 1000, layers="all", kind
     rng = np.random.default_rng(seed)
     for _ in range(n_scenes):
         scene = generate_scene(rng)
-        states, tm = vision_states(scope, Example("Describe the picture.", images=[scene.image]), layers)
+        example = Example("Describe the picture.", images=[scene.image])
+        states, tm = (value_states if kind == "value" else vision_states)(scope, example, layers)
         boxes = tm.visuals[0].token_boxes()
         pairs = [(names.index(o.colour), t) for o in scene.objects for t in inside_tokens(boxes, o.box)]
         if not pairs:
@@ -73,9 +76,12 @@ def colour_rates(scope, n_scenes: int = 40, seed: int = 1000, layers="all", kind
         tokens = [t for _, t in pairs]
         for layer in layers:
             h = states[layer][tokens]
-            if kind == "logit":
-                lm, head = scope.adapter.language_model, scope.adapter.lm_head
-                full = head(lm.norm(h.to(head.weight.device, head.weight.dtype))).float().cpu()
+            if kind in ("logit", "value"):
+                if kind == "value":
+                    full = value_logits(scope, layer, h).cpu()
+                else:
+                    lm, head = scope.adapter.language_model, scope.adapter.lm_head
+                    full = head(lm.norm(h.to(head.weight.device, head.weight.dtype))).float().cpu()
                 score = torch.stack([full[:, ids[c]].max(-1).values for c in names], -1)
             else:
                 assert ctx is not None

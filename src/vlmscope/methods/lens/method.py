@@ -46,9 +46,14 @@ class EmbeddingLens(LensMethod):
     summary = "nearest rows of the input embedding matrix by cosine, per layer"
 
 
+class ValueLens(LensMethod):
+    kind = "value"
+    summary = "what each layer's attention would read from the token (its OV circuit), through the LM head"
+
+
 class ContextualLens(LensMethod):
     kind = "contextual"
     summary = "nearest caption tokens as the model's own LLM represents them (needs an index)"
 
 
-LENS_METHODS: dict[str, type[LensMethod]] = {m.kind: m for m in (LogitLens, EmbeddingLens, ContextualLens)}
+LENS_METHODS: dict[str, type[LensMethod]] = {m.kind: m for m in (LogitLens, EmbeddingLens, ValueLens, ContextualLens)}
