@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 
 from .errors import VlmscopeError
+from .progress import quiet
 
 # one module per command under vlmscope/commands/, each with register(subparsers)
 COMMANDS = [
@@ -25,13 +27,30 @@ COMMANDS = [
 ]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only when it has one worth reading (not None, not an off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if "%(default)" in help_text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return help_text
+        return help_text + " (default: %(default)s)"
+
+
+NO_PROGRESS_HELP = "no progress bars (they show only on a terminal anyway)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlmscope", description="Look inside Qwen vision-language models.")
+    # the same switch before or after the command: `vlmscope --no-progress run ...`, `vlmscope run ... --no-progress`
+    parser.add_argument("--no-progress", dest="no_progress_global", action="store_true", help=NO_PROGRESS_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"vlmscope.commands.{name}").register(sub)
     for p in _parsers(parser):  # every --help shows the defaults
-        p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+        p.formatter_class = HelpFormatter
+        if p is not parser and not any(isinstance(a, argparse._SubParsersAction) for a in p._actions):
+            p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     return parser
 
 
@@ -45,8 +64,10 @@ def _parsers(parser: argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.no_progress = args.no_progress or args.no_progress_global
     try:
-        return args.func(args)
+        with quiet() if args.no_progress else contextlib.nullcontext():
+            return args.func(args)
     except VlmscopeError as e:
         print(f"vlmscope: error: {e}", file=sys.stderr)
         return 2

@@ -37,7 +37,12 @@ def run_report(
     instances = {m: map_method(m) for m in methods}
     raw = instances.get("raw")
     resolved = Answer.resolve(scope, example, max_new_tokens, capture=raw.capture_plan(scope) if raw else None)
-    results = {m: inst.attribute(scope, example, resolved) for m, inst in instances.items()}
+    from .progress import progress
+
+    results = {
+        m: inst.attribute(scope, example, resolved)
+        for m, inst in progress(instances.items(), total=len(instances), desc="maps", unit="method")
+    }
     sections = []
     if lens is not None:
         from .methods.lens.method import LENS_METHODS

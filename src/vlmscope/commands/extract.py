@@ -30,6 +30,7 @@ def _extract(args) -> int:
     from ..data.sources import open_source
     from ..extraction import extract, make_preset
     from ..extraction.distributed import agree, setup
+    from ..progress import showing
     from ..store.directory import check_directory
     from ..store.lock import check_free
 
@@ -80,7 +81,7 @@ def _extract(args) -> int:
         save_dtype=args.save_dtype,
         compression=args.compression,
         revision=args.revision,
-        progress=not args.no_progress,
+        progress=showing(),  # off with --no-progress or off a terminal
         ctx=ctx,
     )
     for line in summary.lines():
@@ -134,5 +135,4 @@ def register(sub) -> None:
     run.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     run.add_argument("--save-dtype", default="float32", help="float32 or float16")
     run.add_argument("--compression", default="gzip", help="gzip (portable), lzf (faster), none")
-    run.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_extract)

@@ -11,6 +11,7 @@ import torch
 
 from ..capture.attention import EagerLayers, intervening
 from ..inputs import Example
+from ..progress import progress
 from .answer import Answer
 from .attention_flow import identity_columns, relevancy_step
 from .base import MapMethod, key_columns
@@ -44,7 +45,8 @@ class GradientRelevancy(MapMethod):
         probs = [eager.probs[i] for i in layers]
         rows = answer.rows
         out = []
-        for j, (row, tok) in enumerate(zip(rows, answer.ids)):
+        steps = progress(zip(rows, answer.ids), total=len(rows), desc="gradient", unit="token")
+        for j, (row, tok) in enumerate(steps):
             grads = torch.autograd.grad(logits[row, tok], probs, retain_graph=j < len(rows) - 1)
             m = identity_columns(tm.length, cols_idx, device=logits.device)
             for p, g in zip(probs, grads):

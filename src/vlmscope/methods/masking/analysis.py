@@ -21,6 +21,7 @@ import numpy as np
 
 from ...errors import VlmscopeError
 from ...inputs import Example, load_image
+from ...progress import progress
 from .options import MaskingOptions, check_options
 from .perturbations import Perturbation
 from .prefix import CleanRun, clean_run
@@ -73,11 +74,13 @@ def mask_impact(
     n, ids = len(answer_ids), ctx.answer.cpu()
     delta, kl = np.zeros((len(units), n), np.float32), np.zeros((len(units), n), np.float32)
     first_change: list[int | None] = [None] * len(units)
-    for chunk in plan_chunks(units, range(len(units)), opts.batch_size):
-        d, k, greedy = score_chunk(ctx, [units[i] for i in chunk], chunk, pert)
-        delta[chunk], kl[chunk] = d.cpu().numpy(), k.cpu().numpy()
-        for i, row in zip(chunk, (greedy.cpu() != ids[None]).tolist()):
-            first_change[i] = row.index(True) if True in row else None
+    with progress(total=len(units), desc="masking", unit="unit") as bar:
+        for chunk in plan_chunks(units, range(len(units)), opts.batch_size):
+            d, k, greedy = score_chunk(ctx, [units[i] for i in chunk], chunk, pert)
+            delta[chunk], kl[chunk] = d.cpu().numpy(), k.cpu().numpy()
+            for i, row in zip(chunk, (greedy.cpu() != ids[None]).tolist()):
+                first_change[i] = row.index(True) if True in row else None
+            bar.update(len(chunk))
     regenerated = _regenerate(ctx, units, first_change, pert, opts) if opts.regenerate else None
     tok = scope.processor.tokenizer
     return MaskingResult(
@@ -156,10 +159,12 @@ def _regenerate(
     same = tok.decode(ctx.answer.tolist(), skip_special_tokens=True)
     out = [same] * len(units)
     changed = [i for i, c in enumerate(first_change) if c is not None]
-    for chunk in plan_chunks(units, changed, opts.batch_size):
-        answers = regenerate_chunk(
-            ctx, [units[i] for i in chunk], chunk, pert, opts.max_new_tokens, ctx.scope.stop_ids()
-        )
-        for i, a in zip(chunk, answers):
-            out[i] = tok.decode(a, skip_special_tokens=True)
+    with progress(total=len(changed), desc="regenerate", unit="unit") as bar:
+        for chunk in plan_chunks(units, changed, opts.batch_size):
+            answers = regenerate_chunk(
+                ctx, [units[i] for i in chunk], chunk, pert, opts.max_new_tokens, ctx.scope.stop_ids()
+            )
+            for i, a in zip(chunk, answers):
+                out[i] = tok.decode(a, skip_special_tokens=True)
+            bar.update(len(chunk))
     return out

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ...errors import VlmscopeError
 from ...inputs import Example
+from ...progress import progress
 from .analysis import mask_impact
 from .options import MaskingOptions
 
@@ -92,7 +93,8 @@ def run_config(
     scope = load_scope(model)
     defaults = {**config["defaults"], **(overrides or {})}
     records = []
-    for i, (run, name) in enumerate(zip(config["runs"], names)):
+    runs = progress(list(zip(config["runs"], names)), desc="mask runs", unit="run")
+    for i, (run, name) in enumerate(runs):
         record = {"run": i, "name": name}
         try:
             example, options = _run_inputs(run, i, name, root, defaults)
