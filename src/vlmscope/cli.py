@@ -24,6 +24,8 @@ COMMANDS = [
     "shapes",
     "probe",
     "demo",
+    "app",
+    "compare",
 ]
 
 
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.no_progress = args.no_progress or args.no_progress_global
     try:
+        if hasattr(args, "attn_implementation"):  # a command that loads a model: its flags first
+            from .commands import check_model_args
+
+            check_model_args(args)
         with quiet() if args.no_progress else contextlib.nullcontext():
             return args.func(args)
     except VlmscopeError as e:

@@ -11,9 +11,18 @@ import argparse
 from pathlib import Path
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
+    """The model flags; `several`: --model may be repeated (a list, 'bundled' naming the shapes model)."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=None, help="hub id or local directory; none: the bundled shapes model")
+    if several:
+        g.add_argument(
+            "--model",
+            action="append",
+            default=None,
+            help="hub id or local directory, repeatable; 'bundled': the shapes model",
+        )
+    else:
+        g.add_argument("--model", default=None, help="hub id or local directory; none: the bundled shapes model")
     g.add_argument("--revision", default=None, help="model revision (hub branch, tag or commit)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     g.add_argument(
@@ -136,3 +145,75 @@ def check_example_args(args) -> None:
         raise VlmscopeError(f"--max-new-tokens must be >= 1, got {n}")
     if getattr(args, "out", None):
         check_out_dir(args.out)
+
+
+def check_model_args(args) -> None:
+    """The model flags that can be judged without loading anything: a local path that does not
+    exist, the dtype, the device's syntax, the attention kernel, the device map and pixel limits."""
+    from ..errors import VlmscopeError
+    from ..models.loading import DTYPES, check_attention
+
+    model = getattr(args, "model", None)
+    if model and (model.startswith((".", "/", "~")) or Path(model).suffix) and not Path(model).expanduser().exists():
+        raise VlmscopeError(f"model directory not found: {model!r}")
+    dtype = getattr(args, "dtype", "auto")
+    if dtype not in (None, "auto", *DTYPES):
+        raise VlmscopeError(f"unknown --dtype {dtype!r}; use auto, {', '.join(sorted(set(DTYPES)))}")
+    device = getattr(args, "device", "auto")
+    if device not in (None, "auto"):
+        import torch
+
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise VlmscopeError(f"unknown --device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    check_attention(getattr(args, "attn_implementation", None))
+    device_map = getattr(args, "device_map", None)
+    if device_map not in (None, *DEVICE_MAPS):
+        raise VlmscopeError(f"unknown --device-map {device_map!r}; choose from {', '.join(DEVICE_MAPS)}")
+    for flag in ("min_pixels", "max_pixels"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise VlmscopeError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+
+
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's named maps
+
+
+def check_layers(spec, what: str = "layer") -> None:
+    """A layer or head spec's syntax before the model loads (its range is checked after)."""
+    from ..specs import check_layer_syntax
+
+    if spec is not None:
+        check_layer_syntax(spec, what)
+
+
+def check_sites(names: str) -> None:
+    """Site names that no registered family has, before the model loads (a name that only some
+    family has is checked against the loaded model's own table)."""
+    from ..errors import VlmscopeError
+    from ..models.registry import FAMILIES
+    from ..sites import match_group
+
+    groups = sorted({s.group for cls in FAMILIES.values() for s in cls.sites})
+    for name in [n.strip() for n in str(names).split(",")]:
+        if not name or match_group(name, groups) is None:
+            raise VlmscopeError(f"unknown site {name!r}; sites: {', '.join(groups)}")
+
+
+def check_file(path: str | Path | None, what: str) -> None:
+    """An input file that must exist, before the model loads."""
+    from ..errors import VlmscopeError
+
+    if path is not None and not Path(path).is_file():
+        raise VlmscopeError(f"{what} not found: {str(path)!r}")
+
+
+def check_positive(args, *flags: str) -> None:
+    """Counts given on the command line (--k, --batch-size, ...) must be >= 1."""
+    from ..errors import VlmscopeError
+
+    for flag in flags:
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise VlmscopeError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")

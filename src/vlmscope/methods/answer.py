@@ -43,9 +43,11 @@ class Answer:
         max_new_tokens: int = 32,
         capture: CapturePlan | None = None,
         dtype: torch.dtype | None = None,
+        **generate_kwargs,
     ) -> Answer:
         """``example.answer`` teacher-forced when given, else the model's greedy answer; `capture`
-        is taken during that generate (or the teacher-forced forward) so methods can reuse it."""
+        is taken during that generate (or the teacher-forced forward) so methods can reuse it.
+        `generate_kwargs` go to the model's generate (e.g. a streamer or stopping criteria)."""
         prompt = replace(example, answer=None)
         tok = scope.processor.tokenizer
         if example.answer is not None:
@@ -54,7 +56,7 @@ class Answer:
             assert tm.answer is not None, "a teacher-forced example has an answer span"
             ids, generated = tm.input_ids[tm.answer[0] : tm.answer[1]], False
         else:
-            trace = scope.generate(prompt, capture, max_new_tokens=max_new_tokens, dtype=dtype)
+            trace = scope.generate(prompt, capture, max_new_tokens=max_new_tokens, dtype=dtype, **generate_kwargs)
             assert trace.generated_ids is not None, "generate records the generated ids"
             tm, ids, generated = trace.token_maps[0], trace.generated_ids[0], True
         return cls(
