@@ -1,4 +1,8 @@
-"""The main job's report: one generate, then every map method on the same answer, in one HTML file."""
+"""The main job's report: one generate, then every map method on the same answer, in one HTML file.
+
+The page is `viz/templates/run_report.html.j2`, built from the shared macros (token x method
+grid, detail view, provenance, token map), so `compare` and the app show the same parts.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,12 @@ if TYPE_CHECKING:
     from .scope import Scope
 
 
+def prompt_text_labels(scope: Scope, token_map) -> list[str]:
+    """The prompt's text tokens as strings, in the order of a map's ``text_maps`` columns."""
+    tok = scope.processor.tokenizer
+    return [tok.decode([token_map.input_ids[p]]) for p in sorted(token_map.text_positions())]
+
+
 def run_report(
     scope: Scope,
     images,
@@ -24,17 +34,19 @@ def run_report(
     max_new_tokens: int = 16,
     answer: str | None = None,
     lens: str | None = "logit",
+    text: bool = False,
 ) -> tuple[str, Path]:
     """Generate once (capturing what the methods want on the way), explain the same answer with
-    every method, add the `lens` view of the vision tokens (None: no lens), and write
-    ``report.html`` + ``answer.json`` + ``token_map.json`` under `out_dir`."""
-    from .viz.render import html_report, token_overlays
+    every method (and, with `text`, the weight of the prompt's text tokens), add the `lens` view
+    of the vision tokens (None: no lens), and write ``report.html`` + ``answer.json`` +
+    ``token_map.json`` under `out_dir`."""
+    from .viz.page import maps_context, render, text_importance_context
 
     methods = check_method_names(methods)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     example = Example(prompt, images=images, answer=answer)
-    instances = {m: map_method(m) for m in methods}
+    instances = {m: map_method(m, keep_text=text) for m in methods}
     raw = instances.get("raw")
     resolved = Answer.resolve(scope, example, max_new_tokens, capture=raw.capture_plan(scope) if raw else None)
     from .progress import progress
@@ -50,14 +62,20 @@ def run_report(
 
         view = LENS_METHODS[lens]().attribute(scope, example, resolved)
         sections.append((f"{lens} lens of the vision tokens: {LENS_METHODS[lens].summary}", render_page(view)))
-    overlays = {m: [token_overlays(r, k) for k in range(len(r.images))] for m, r in results.items()}
-    notes = {
-        "model": scope.source,
-        "tokens": f"{len(resolved.ids)} {'generated' if resolved.generated else 'given'}",
-        "methods": "; ".join(f"{m} = {MAP_METHODS[m].summary}" for m in methods),
-    }
-    page = html_report(
-        f"vlmscope: {prompt}", resolved.text, resolved.token_map.summary(), overlays, resolved.tokens, notes, sections
+    maps = maps_context(results, {m: MAP_METHODS[m].summary for m in methods})
+    notes = {"tokens": f"{len(resolved.ids)} {'generated' if resolved.generated else 'given'}"}
+    page = render(
+        "run_report.html.j2",
+        title=f"vlmscope: {prompt}",
+        question=prompt,
+        answer=resolved.text,
+        generated=resolved.generated,
+        provenance=scope.provenance.to_dict(),
+        maps=maps,
+        text_importance=text_importance_context(results, prompt_text_labels(scope, resolved.token_map)) if text else [],
+        token_map=resolved.token_map.summary(),
+        sections=sections,
+        notes=notes,
     )
     (out / "report.html").write_text(page)
     (out / "answer.json").write_text(json.dumps({"prompt": prompt, "answer": resolved.text, "tokens": resolved.tokens}))

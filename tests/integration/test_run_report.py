@@ -14,16 +14,47 @@ def test_run_writes_one_self_contained_report(tiny_dirs, tmp_path, capsys):
     random_image(64, 96, 0).save(img)
     out = tmp_path / "run"
     assert main(["run", str(img), "--prompt", "What colour is the circle?", "--model", str(tiny_dirs["qwen3_vl"]),
-                 "--device", "cpu", "--max-new-tokens", "3", "--out", str(out)]) == 0
+                 "--device", "cpu", "--max-new-tokens", "3", "--text", "--out", str(out)]) == 0
     printed = capsys.readouterr().out.splitlines()
     answer = json.loads((out / "answer.json").read_text())
     assert printed[0] == answer["answer"] and printed[1].endswith("report.html")
     page = (out / "report.html").read_text()
     n = len(answer["tokens"])
-    # raw, rollout, gradient, masking for every token, and the lens view's image
-    assert page.count("data:image/png;base64,") == 4 * n + 1
+    # the glance grid: one cell per method x token, each with its per-token and shared-scale layer
+    assert page.count('<button class="cell"') == 4 * n
+    assert page.count('class="layer s-token"') == page.count('class="layer s-shared"') == 4 * n
+    # the image is embedded once (a CSS background every view reuses), beside the detail view
+    assert page.count("background-image: url(") == 1 and 'id="d-title"' in page
+    # text importance of every method (--text), provenance and the token map
+    assert page.count("the prompt's text tokens</h3>") == 4
+    assert ">attention implementation</th><td>sdpa<" in page and str(tiny_dirs["qwen3_vl"]) in page
+    assert "<th>token grid</th>" in page
     assert "logit lens of the vision tokens" in page and "srcdoc=" in page
     assert "<script src" not in page and 'src="http' not in page
+
+
+def test_pixel_limits_reach_the_processor(tiny_dirs, tmp_path, capsys):
+    """--min-pixels / --max-pixels change the token grid in run, attention and mask."""
+    img = tmp_path / "img.png"
+    random_image(128, 128, 2).save(img)
+    model = ["--model", str(tiny_dirs["qwen2_vl"]), "--device", "cpu", "--max-new-tokens", "2"]
+    grids = {}
+    for limit in ("--max-pixels", "--min-pixels"):
+        value = "3136" if limit == "--max-pixels" else "200704"
+        out = tmp_path / f"run{limit}"
+        assert main(["run", str(img), "--prompt", "Where?", *model, "--methods", "raw", "--lens", "none",
+                     limit, value, "--out", str(out)]) == 0
+        grids[limit] = json.loads((out / "token_map.json").read_text())["visuals"][0]["merged_thw"]
+        att = tmp_path / f"att{limit}"
+        assert main(["attention", str(img), "--prompt", "Where?", *model, "--formats", "npz", limit, value,
+                     "--out", str(att)]) == 0
+        assert json.loads((att / "token_map.json").read_text())["visuals"][0]["merged_thw"] == grids[limit]
+        mask = tmp_path / f"mask{limit}"
+        assert main(["mask", str(img), "--prompt", "Where?", *model, limit, value, "--out", str(mask)]) == 0
+        assert json.loads((mask / "result.json").read_text())["token_map"]["visuals"][0]["merged_thw"] == grids[limit]
+    t, h, w = grids["--max-pixels"]
+    t2, h2, w2 = grids["--min-pixels"]
+    assert h * w < h2 * w2  # 128 x 128 px shrunk under a small maximum, grown over a large minimum
 
 
 def test_attention_command_keeps_chosen_tokens(tiny_dirs, tmp_path, capsys):

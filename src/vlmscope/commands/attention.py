@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from . import add_example_args, add_model_args, check_example_args, claim_out_dir, finish_out_dir, load_from_args
+from . import (
+    add_example_args,
+    add_model_args,
+    check_example_args,
+    check_layers,
+    claim_out_dir,
+    finish_out_dir,
+    load_from_args,
+)
 
 
 def cmd_attention(args) -> int:
@@ -22,6 +30,10 @@ def cmd_attention(args) -> int:
     if args.method == "raw":
         options["layer_agg"] = args.layer_agg
     method = map_method(args.method, **options)
+    check_layers(args.layers)
+    check_layers(args.heads, "head")
+    if args.tokens != "all":
+        check_layers(args.tokens, "generated token")
     formats = tuple(f.strip() for f in args.formats.split(","))
     bad = [f for f in formats if f not in ("png", "npz", "html", "pdf")]
     if bad:
@@ -40,7 +52,9 @@ def cmd_attention(args) -> int:
         result.token_ids = [result.token_ids[j] for j in keep]
         if result.text_maps is not None:
             result.text_maps = result.text_maps[keep]
-    written = result.save(out, formats=formats)
+    from ..viz.render import save_maps
+
+    written = save_maps(result, out, formats=formats, question=args.prompt)
     finish_out_dir(out, "attention")
     print(f"answer: {result.answer}")
     if args.exclude_sinks:

@@ -8,25 +8,29 @@ from pathlib import Path
 
 import numpy as np
 
-from .overlay import grid, overlay, side_by_side, to_pixels, token_grid
+from .overlay import colorbar_image, draw_map, fit, grid, map_scale, side_by_side, token_grid
 
 
 def save_heatmaps(result, out: Path, metric: str = "drop") -> list[Path]:
-    """Per image: one overlay per answer token, one for the whole answer, and a contact sheet."""
+    """Per image: one map per answer token, one for the whole answer, and a contact sheet; every
+    map at display size with a colour bar, the per-token maps on one scale shared by the tokens."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for k in sorted({u.image for u in result.units if u.kind == "vision"}):
         visual, image = result.token_map.visual(k), result.images[k]
+        per_token = [token_grid(result.vision_map(k, j, metric), visual) for j in range(len(result.answer_tokens))]
+        shared = map_scale(np.concatenate([g.ravel() for g in per_token]), "shared")
         tiles, titles = [], []
         for j in [None, *range(len(result.answer_tokens))]:
-            heat = to_pixels(token_grid(result.vision_map(k, j, metric), visual), image.size)
-            tile = overlay(image, np.nan_to_num(heat))
+            heat = token_grid(result.vision_map(k, None, metric), visual) if j is None else per_token[j]
+            tile = draw_map(image, heat, scale="token" if j is None else shared, colorbar=True)
             name = f"image{k}_total.png" if j is None else f"image{k}_token{j:02d}.png"
             tile.save(out / name)
             written.append(out / name)
-            tiles.append(tile)
-            titles.append("answer" if j is None else f"{j}: {result.answer_tokens[j]!r}")
-        sheet = side_by_side(image.convert("RGB"), grid(tiles, titles))
+            tiles.append(draw_map(image, heat, scale="token" if j is None else shared, max_side=256))
+            titles.append("whole answer (own scale)" if j is None else f"{j}: {result.answer_tokens[j]!r}")
+        sheet = side_by_side(fit(image, 256), grid(tiles, titles))
+        sheet = side_by_side(sheet, colorbar_image(shared, min(sheet.height, 256)))
         sheet.save(out / f"image{k}_sheet.png")
         written.append(out / f"image{k}_sheet.png")
     return written
@@ -79,17 +83,22 @@ def save_text_importance(result, out: Path, metric: str = "drop") -> tuple[Path,
 
 
 def _matrix_png(values: np.ndarray, rows: list[str], cols: list[str], what: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Units x answer tokens, diverging around zero; the figure grows with its labels and is
+    saved with a tight bounding box, so no label is clipped."""
+    from matplotlib.figure import Figure
 
     scale = float(np.abs(values).max()) or 1.0
-    fig, ax = plt.subplots(figsize=(1.5 + 0.5 * len(cols), 1.0 + 0.3 * len(rows)))
+    longest = max((len(r) for r in rows), default=1)
+    longest_col = max((len(c) for c in cols), default=1)
+    # room for the labels: about 0.07 inch per character at 8 pt, plus the colour bar
+    width = 2.0 + 0.07 * longest + 0.45 * len(cols)
+    height = 1.2 + 0.05 * longest_col + 0.28 * len(rows)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    ax = fig.subplots()
     im = ax.imshow(values, cmap="RdBu_r", vmin=-scale, vmax=scale, aspect="auto")
     ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_xlabel("answer token", fontsize=8)
+    ax.set_ylabel("masked prompt unit", fontsize=8)
     fig.colorbar(im, ax=ax, label=what)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.savefig(path, dpi=100, bbox_inches="tight", pad_inches=0.1)

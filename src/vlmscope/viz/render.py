@@ -1,43 +1,51 @@
-"""Writing map results to disk: PNG overlays, a token grid, PDF, .npz, and self-contained HTML."""
+"""Writing one method's maps to disk: titled PNG figures, a token grid, a vector PDF, .npz, HTML.
+
+Every picture is drawn at display resolution (long side <= `overlay.MAX_SIDE`), whatever the
+size of the input image, and carries the question, the token, the method and its scale.
+"""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from .overlay import colorize, grid, overlay, side_by_side
+from ..errors import VlmscopeError
+from .overlay import MAX_SIDE, draw_map, map_scale
 
 
 def _slug(token: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", token).strip("_")[:16] or "tok"
 
 
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+def _prompt_text(result) -> str:
+    """The question shown in figure titles: ``settings['question']`` when a caller set it."""
+    q = result.settings.get("question")
+    return str(q) if q else ""
 
 
-def data_uri(img: Image.Image) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode()
+def save_maps(
+    result,
+    out_dir,
+    formats=("png", "npz", "html"),
+    cmap: str | None = None,
+    alpha: float = 0.75,
+    scale: str = "token",
+    question: str | None = None,
+) -> dict[str, str]:
+    """Write `result` (TokenMaps) under `out_dir`; returns what went where.
 
-
-def token_overlays(result, visual: int = 0, cmap: str = "jet", alpha: float = 0.5) -> list[Image.Image]:
-    """One overlay per generated token on visual k (first frame for videos)."""
-    image = result.images[visual]
-    return [overlay(image, result.pixel_map(j, visual), cmap, alpha) for j in range(len(result.tokens))]
-
-
-def save_maps(result, out_dir, formats=("png", "npz", "html"), cmap: str = "jet", alpha: float = 0.5) -> dict[str, str]:
-    """Write `result` (an AttentionMaps-like object) under `out_dir`; returns what went where."""
+    png: ``tokens/v{k}_{j}_{word}.png`` (image | map + colour bar, titled; `scale` 'token' or
+    'shared'), ``..._heatmap.png`` (the map alone over the image, display size) and
+    ``grid_v{k}.png`` (every token, shared scale); pdf: ``maps.pdf`` (the grid, then one page per
+    token, vector text and colour bars); html: ``report.html`` (grid + detail, both scales);
+    npz: ``maps.npz`` + ``token_map.json``. `question` goes into every title (default: the
+    method's ``settings['question']``)."""
+    if scale not in ("token", "shared"):
+        raise VlmscopeError(f"unknown map scale {scale!r}; choose from token, shared")
+    question = question if question is not None else _prompt_text(result)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
@@ -48,89 +56,80 @@ def save_maps(result, out_dir, formats=("png", "npz", "html"), cmap: str = "jet"
         np.savez_compressed(out / "maps.npz", **arrays)
         (out / "token_map.json").write_text(json.dumps(result.token_map.to_dict()))
         written["npz"] = str(out / "maps.npz")
-    pages: list[Image.Image] = []
-    for k in range(len(result.images)):
-        overlays = token_overlays(result, k, cmap, alpha)
-        titles = [f"{j}: {t!r}" for j, t in enumerate(result.tokens)]
-        sheet = grid(overlays, titles)
-        pages.append(sheet)
-        if "png" in formats:
-            tok_dir = out / "tokens"
-            tok_dir.mkdir(exist_ok=True)
-            for j, ov in enumerate(overlays):
-                name = f"v{k}_{j:02d}_{_slug(result.tokens[j])}"
-                side_by_side(result.images[k].convert("RGB"), ov).save(tok_dir / f"{name}.png")
-                colorize(result.pixel_map(j, k), cmap).save(tok_dir / f"{name}_heatmap.png")
-            sheet.save(out / f"grid_v{k}.png")
-            written[f"grid_v{k}"] = str(out / f"grid_v{k}.png")
-    if "pdf" in formats and pages:
-        pages[0].save(out / "maps.pdf", save_all=True, append_images=pages[1:])
-        written["pdf"] = str(out / "maps.pdf")
+    if "png" in formats or "pdf" in formats:
+        written.update(_figures(result, out, formats, cmap, alpha, scale, question))
     if "html" in formats:
-        page = html_report(
-            f"vlmscope {result.method} maps",
-            result.answer,
-            result.token_map.summary(),
-            {result.method: [token_overlays(result, k, cmap, alpha) for k in range(len(result.images))]},
-            result.tokens,
+        from .page import maps_context, render
+
+        notes = {"method": f"{result.method}: {_options(result)}"}
+        page = render(
+            "maps_report.html.j2",
+            title=f"vlmscope {result.method} maps",
+            question=question or "(question not recorded)",
+            answer=result.answer,
+            maps=maps_context({result.method: result}, cmap=cmap, alpha=alpha),
+            token_map=result.token_map.summary(),
+            notes=notes,
         )
         (out / "report.html").write_text(page)
         written["html"] = str(out / "report.html")
     return written
 
 
-def html_report(
-    title: str,
-    answer: str,
-    token_map: dict,
-    methods: dict[str, list[list[Image.Image]]],
-    tokens: list[str],
-    notes: dict[str, str] | None = None,
-    sections: Sequence[tuple[str, str]] = (),
-) -> str:
-    """One HTML file with every image embedded: pick a method and a token to see its map.
+def _options(result) -> str:
+    skip = {"method", "question", "sink_reasons"}
+    return ", ".join(f"{k}={v}" for k, v in result.settings.items() if k not in skip)
 
-    `methods[name][visual][j]` is the overlay of token j on visual k for that method; `sections`
-    are (heading, self-contained page) pairs shown below, each in a sandboxed frame.
-    """
-    frames = "".join(
-        f'<h2>{html.escape(head)}</h2><iframe sandbox="allow-scripts" style="width:100%;height:760px;'
-        f'border:1px solid #ccc" srcdoc="{html.escape(page, quote=True)}"></iframe>'
-        for head, page in sections
-    )
-    payload = {name: [[data_uri(im) for im in per_visual] for per_visual in vis] for name, vis in methods.items()}
-    buttons = "".join(f'<button class="tok" data-j="{j}">{html.escape(repr(t))}</button>' for j, t in enumerate(tokens))
-    options = "".join(f'<option value="{html.escape(m)}">{html.escape(m)}</option>' for m in methods)
-    note_html = "".join(f"<p><b>{html.escape(k)}</b>: {html.escape(v)}</p>" for k, v in (notes or {}).items())
-    n_visuals = max((len(v) for v in methods.values()), default=0)
-    imgs = "".join(f'<figure><img id="img{k}"><figcaption>visual {k}</figcaption></figure>' for k in range(n_visuals))
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px}}
-button.tok{{margin:2px;padding:3px 6px;border:1px solid #888;background:#f4f4f4;cursor:pointer}}
-button.tok.on{{background:#ffd54f}} figure{{display:inline-block;margin:6px}} img{{width:384px;image-rendering:pixelated}}
-pre{{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}}
-</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p><b>Answer:</b> {html.escape(answer)}</p>
-{note_html}
-<p>Method: <select id="method">{options}</select></p>
-<div id="tokens">{buttons}</div>
-<div>{imgs}</div>
-{frames}
-<details><summary>Token map</summary><pre>{html.escape(json.dumps(token_map, indent=1))}</pre></details>
-<script>
-const MAPS = {json.dumps(payload)};
-let j = 0;
-function show() {{
-  const m = document.getElementById('method').value;
-  MAPS[m].forEach((perVisual, k) => {{ document.getElementById('img' + k).src = perVisual[j]; }});
-  document.querySelectorAll('button.tok').forEach(b => b.classList.toggle('on', +b.dataset.j === j));
-}}
-document.querySelectorAll('button.tok').forEach(b => b.onclick = () => {{ j = +b.dataset.j; show(); }});
-document.getElementById('method').onchange = show;
-show();
-</script>
-</body></html>
-"""
+
+def _figures(result, out: Path, formats, cmap, alpha, scale, question) -> dict[str, str]:
+    from .figure import grid_figure, map_figure
+
+    written: dict[str, str] = {}
+    pdf = None
+    if "pdf" in formats:
+        from matplotlib.backends.backend_pdf import PdfPages
+
+        pdf = PdfPages(out / "maps.pdf")
+    note = f"excluded attention sinks (vision token columns): {result.sinks}" if result.sinks else ""
+    try:
+        for k in range(len(result.images)):
+            image = result.images[k]
+            grids = [result.visual_map(j, k)[0] for j in range(len(result.tokens))]
+            titles = [f"{j}: {t!r}" for j, t in enumerate(result.tokens)]
+            sheet = grid_figure(image, grids, titles, question=question, method=result.method, cmap=cmap, alpha=alpha)
+            if "png" in formats:
+                sheet.savefig(out / f"grid_v{k}.png", dpi=110)
+                written[f"grid_v{k}"] = str(out / f"grid_v{k}.png")
+            if pdf is not None:
+                pdf.savefig(sheet)
+            shared = map_scale(np.concatenate([g.ravel() for g in grids]), "shared")
+            tok_dir = out / "tokens"
+            for j, g in enumerate(grids):
+                sc = shared if scale == "shared" else map_scale(g, "token")
+                fig = map_figure(
+                    image,
+                    g,
+                    question=question,
+                    token=result.tokens[j],
+                    index=j,
+                    method=result.method,
+                    scale=sc,
+                    cmap=cmap,
+                    alpha=alpha,
+                    note=note,
+                )
+                if "png" in formats:
+                    tok_dir.mkdir(exist_ok=True)
+                    name = f"v{k}_{j:02d}_{_slug(result.tokens[j])}"
+                    fig.savefig(tok_dir / f"{name}.png", dpi=110)
+                    draw_map(image, g, cmap=cmap, alpha=alpha, scale=sc, colorbar=True, max_side=MAX_SIDE).save(
+                        tok_dir / f"{name}_heatmap.png"
+                    )
+                if pdf is not None:
+                    pdf.savefig(fig)
+    finally:
+        if pdf is not None:
+            pdf.close()
+    if pdf is not None:
+        written["pdf"] = str(out / "maps.pdf")
+    return written
