@@ -23,6 +23,7 @@ def cmd_run(args) -> int:
         max_new_tokens=args.max_new_tokens,
         answer=args.answer,
         lens=None if args.lens == "none" else args.lens,
+        text=args.text,
     )
     finish_out_dir(out, "run")
     print(answer)
@@ -47,5 +48,8 @@ def register(sub) -> None:
         choices=["logit", "embedding", "none"],
         help="lens view of the vision tokens in the report (the contextual lens needs an index: "
         "use `vlmscope lens show`)",
+    )
+    p.add_argument(
+        "--text", action="store_true", help="also map the prompt's text tokens (text importance in the report)"
     )
     p.set_defaults(func=cmd_run)
