@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         with quiet() if args.no_progress else contextlib.nullcontext():
             return args.func(args)
     except VlmscopeError as e:
+        from .commands import release_claims
+
+        release_claims()
         print(f"vlmscope: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

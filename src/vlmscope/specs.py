@@ -43,6 +43,36 @@ def parse_layers(spec: str | int | list[int] | tuple[int, ...] | None, n: int, w
     return sorted(out)
 
 
+def check_layer_syntax(spec: str | int | list[int] | tuple[int, ...] | None, what: str = "layer") -> None:
+    """Check a layer spec without the model (before it loads): its syntax, its fractions, and
+    ranges between two plain indices of the same sign that go down. Whether the indices exist
+    is checked by ``parse_layers`` once the model's depth is known."""
+    if spec is None or isinstance(spec, int) or str(spec).strip().lower() in ("all", "halp"):
+        return
+    if isinstance(spec, (list, tuple)):
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in spec):
+            raise VlmscopeError(f"bad {what} spec {spec!r}: a list of {what}s holds whole numbers")
+        return
+    items = [p.strip() for p in str(spec).strip().lower().split(",") if p.strip()]
+    if not items:
+        raise VlmscopeError(f"empty {what} spec {spec!r}; use e.g. 'all', 'halp', '0,8,-1', '2-5', 'n/2'")
+    for item in items:
+        m = re.fullmatch(rf"({_START})\s*-\s*({_ATOM})", item) or re.fullmatch(rf"({_ATOM})?\s*:\s*({_ATOM})?", item)
+        if m is None and not re.fullmatch(_ATOM, item):
+            _parse_item(item, 1, spec, what)  # raises the syntax error
+        for atom in m.groups() if m else (item,):
+            if atom is not None and "n" in atom:
+                _value(atom, 1, spec, what)  # k > d, d = 0
+        ints = [int(g) for g in m.groups() if g is not None and "n" not in g] if m else []
+        if len(ints) == 2 and (ints[0] < 0) == (ints[1] < 0):
+            lo, hi = ints
+            if hi < lo or (":" in item and hi == lo):
+                raise VlmscopeError(
+                    f"{what} spec {spec!r} selects no {what}s (item {item!r} is empty); "
+                    "a range goes up, e.g. '1-3', '1:3', '-3:'"
+                )
+
+
 _INT = r"-?\d+"
 _FRACTION = r"\d*\s*n\s*/\s*\d+"  # k n / d, e.g. n/4 or 3n/4
 _ATOM = rf"(?:{_INT}|{_FRACTION})"

@@ -45,7 +45,8 @@ def test_extreme_aspect_ratio_is_one_line(tmp_path, capsys, command):
 def test_out_naming_a_file_is_refused_before_the_model_loads(tmp_path, capsys, command):
     target = tmp_path / "taken"
     target.write_text("not a directory")
-    code = main([*COMMANDS[command], IMG, "--out", str(target), "--model", str(tmp_path / "no-such-model")])
+    (tmp_path / "not-a-model").mkdir()  # loading it would fail: the --out check must come first
+    code = main([*COMMANDS[command], IMG, "--out", str(target), "--model", str(tmp_path / "not-a-model")])
     _one_line_error(capsys, code, "is a file")
 
 

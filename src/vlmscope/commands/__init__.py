@@ -119,9 +119,29 @@ def claim_out_dir(path: str | Path, command: str, overwrite: bool = False) -> Pa
             )
         for item in out.iterdir():
             shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(json.dumps({"command": command, "complete": False}))
+    _CLAIMS.append((out, created))
     return out
+
+
+_CLAIMS: list[tuple[Path, bool]] = []  # output directories claimed by this process, and whether it created them
+
+
+def release_claims() -> None:
+    """After a user error: an output directory that holds nothing but its incomplete marker is
+    given back (the marker removed, the directory too if this run created it), so a run that
+    failed before writing anything (a layer out of the loaded model's range) leaves no trace."""
+    while _CLAIMS:
+        out, created = _CLAIMS.pop()
+        try:
+            if [p.name for p in out.iterdir()] == [MARKER]:
+                (out / MARKER).unlink()
+                if created:
+                    out.rmdir()
+        except OSError:
+            pass
 
 
 def finish_out_dir(out: Path, command: str) -> None:
@@ -129,6 +149,7 @@ def finish_out_dir(out: Path, command: str) -> None:
     import json
 
     (out / MARKER).write_text(json.dumps({"command": command, "complete": True}))
+    _CLAIMS[:] = [c for c in _CLAIMS if c[0] != out]
 
 
 def check_example_args(args) -> None:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import json
 
-from . import add_example_args, add_model_args, check_example_args, claim_out_dir, finish_out_dir, load_from_args
+from . import (
+    add_example_args,
+    add_model_args,
+    check_example_args,
+    check_layers,
+    check_sites,
+    claim_out_dir,
+    finish_out_dir,
+    load_from_args,
+)
 
 
 def cmd_capture(args) -> int:
@@ -12,9 +21,13 @@ def cmd_capture(args) -> int:
 
     from ..capture.plan import CapturePlan
     from ..inputs import Example
+    from ..specs import parse_reduction, parse_selection
 
     check_example_args(args)
-    plan = CapturePlan.of(args.sites, layers=args.layers, tokens=args.tokens, reduce=args.reduce)  # checks names
+    check_sites(args.sites)
+    check_layers(args.layers)
+    parse_selection(args.tokens), parse_reduction(args.reduce)
+    plan = CapturePlan.of(args.sites, layers=args.layers, tokens=args.tokens, reduce=args.reduce)
     out = claim_out_dir(args.out, "capture", args.overwrite)
     scope = load_from_args(args)
     ex = Example(args.prompt, images=args.image, answer=args.answer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from . import add_model_args, load_from_args
+from . import add_model_args, check_layers, check_positive, load_from_args
 
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 
@@ -34,6 +34,8 @@ def _extract(args) -> int:
     from ..store.directory import check_directory
     from ..store.lock import check_free
 
+    check_layers(args.layers)
+    check_positive(args, "batch_size", "checkpoint_every", "limit")
     ctx, device = setup(args.device_map, args.device)
 
     def check():

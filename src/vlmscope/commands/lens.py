@@ -7,15 +7,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import add_model_args, load_from_args
+from . import (
+    add_model_args,
+    check_example_args,
+    check_file,
+    check_layers,
+    check_out_dir,
+    check_positive,
+    load_from_args,
+)
 
 _IMAGES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def cmd_show(args) -> int:
+    from ..errors import VlmscopeError
     from ..inputs import Example
     from ..methods.lens import lens
 
+    check_example_args(args)  # images, --out
+    check_layers(args.layers)
+    check_positive(args, "k")
+    if args.kind == "contextual" and args.index is None:
+        raise VlmscopeError("--kind contextual needs --index DIR (build one with `vlmscope lens index`)")
+    if args.index is not None and not Path(args.index).is_dir():
+        raise VlmscopeError(f"index directory not found: {args.index!r}")
     scope = load_from_args(args)
     result = lens(
         scope, Example(args.prompt, images=args.image), kind=args.kind, layers=args.layers, k=args.k, index=args.index
@@ -51,6 +67,9 @@ def cmd_stats(args) -> int:
     source = Path(args.source)
     if not source.exists():
         raise VlmscopeError(f"{source} does not exist: give an image, a folder of images or an extraction store")
+    check_layers(args.layers)
+    check_positive(args, "limit")
+    check_out_dir(args.out)
     if source.is_dir() and (source / "run.json").exists():
         stats = layer_stats(source, layers=args.layers)
     else:
@@ -71,6 +90,10 @@ def cmd_stats(args) -> int:
 def cmd_index(args) -> int:
     from ..methods.lens import build_index
 
+    check_file(args.captions, "caption file")
+    check_layers(args.layers)
+    check_positive(args, "batch_size", "part_size")
+    check_out_dir(args.out)
     scope = load_from_args(args)
     out = build_index(
         scope,

@@ -38,10 +38,12 @@ def cmd_mask(args) -> int:
         raise VlmscopeError("give IMAGE... --prompt P, or --config FILE.yaml")
     from ..inputs import Example
     from ..methods.masking import MaskingOptions, mask_impact
+    from ..methods.masking.options import check_static
 
     args.out = args.out or "vlmscope-out/mask"
     check_example_args(args)
     options = MaskingOptions(**_overrides(args))
+    check_static(options)
     out_dir = claim_out_dir(args.out, "mask", args.overwrite)
     scope = load_from_args(args)
     result = mask_impact(scope, Example(args.prompt, images=args.image, answer=args.answer), options)

@@ -25,7 +25,7 @@ from ...errors import VlmscopeError
 from ...inputs import Example
 from ...progress import progress
 from .analysis import mask_impact
-from .options import MaskingOptions
+from .options import MaskingOptions, check_static
 
 OPTION_KEYS = tuple(f.name for f in fields(MaskingOptions))
 RUN_KEYS = ("name", "image", "images", "prompt", "answer", "system", *OPTION_KEYS)
@@ -90,14 +90,21 @@ def run_config(
     if claim is not None:
         out_dir = claim(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scope = load_scope(model)
     defaults = {**config["defaults"], **(overrides or {})}
+    checked = [
+        _checked_inputs(run, i, name, root, defaults) for i, (run, name) in enumerate(zip(config["runs"], names))
+    ]
+    # a run whose inputs are wrong fails before the model loads; no valid run: no model at all
+    scope = load_scope(model) if any(not isinstance(c, str) for c in checked) else None
     records = []
-    runs = progress(list(zip(config["runs"], names)), desc="mask runs", unit="run")
-    for i, (run, name) in enumerate(runs):
+    runs = progress(list(zip(checked, names)), desc="mask runs", unit="run")
+    for i, (inputs, name) in enumerate(runs):
         record = {"run": i, "name": name}
         try:
-            example, options = _run_inputs(run, i, name, root, defaults)
+            if isinstance(inputs, str):
+                raise VlmscopeError(inputs)
+            assert scope is not None, "the model is loaded when a run has valid inputs"
+            example, options = inputs
             result = mask_impact(scope, example, options)
             target = result.save(out_dir / name)
             record.update(
@@ -113,6 +120,19 @@ def run_config(
     summary = out_dir / "summary.json"
     summary.write_text(json.dumps(records, indent=1))
     return records, summary
+
+
+def _checked_inputs(run: dict, i: int, name: str, root: Path, defaults: dict) -> tuple[Example, MaskingOptions] | str:
+    """A run's example and options, or the one-line error that keeps it from running."""
+    try:
+        example, options = _run_inputs(run, i, name, root, defaults)
+        check_static(options)
+        missing = [p for p in example.images if not Path(p).is_file()]
+        if missing:
+            raise VlmscopeError(f"image not found: {missing[0]!r}")
+    except VlmscopeError as e:
+        return str(e)
+    return example, options
 
 
 def _run_inputs(run: dict, i: int, name: str, root: Path, defaults: dict) -> tuple[Example, MaskingOptions]:

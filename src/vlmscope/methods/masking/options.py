@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...errors import VlmscopeError
-from ...specs import parse_layers
+from ...specs import check_layer_syntax, parse_layers
 from .perturbations import EDGES, OCCLUSIONS, PERTURBATIONS, Perturbation
 from .units import parse_mode, parse_window
 
@@ -36,6 +36,25 @@ class MaskingOptions:
 
 def check_options(scope: Scope, opts: MaskingOptions) -> Perturbation:
     """Check the options against the model; errors name the bad value and what is accepted."""
+    edges = check_static(opts)
+    n = scope.adapter.num_layers
+    layers = parse_layers(opts.layers, n, "layer")
+    if opts.perturbation != "knockout" and (len(layers) != n or edges != ("all",)):
+        raise VlmscopeError(
+            f"layers and edges restrict attention knockout; perturbation {opts.perturbation!r} takes neither"
+        )
+    if opts.perturbation == "knockout" and "flash" in scope.attn_base:
+        raise VlmscopeError(
+            "knockout edits the attention mask, which flash attention does not take; "
+            "load the model with attn_implementation='sdpa'"
+        )
+    return Perturbation(
+        opts.perturbation, None if len(layers) == n else frozenset(layers), edges, opts.occlusion, opts.seed
+    )
+
+
+def check_static(opts: MaskingOptions) -> tuple[str, ...]:
+    """What can be checked without the model (before it loads); returns the edge sets."""
     parse_mode(opts.mode)
     parse_window(opts.window)
     if opts.perturbation not in PERTURBATIONS:
@@ -49,23 +68,11 @@ def check_options(scope: Scope, opts: MaskingOptions) -> Perturbation:
     bad = [e for e in edges if e not in EDGES]
     if bad or not edges:
         raise VlmscopeError(f"unknown edge set {','.join(bad) or repr(opts.edges)}; choose from {', '.join(EDGES)}")
-    n = scope.adapter.num_layers
-    layers = parse_layers(opts.layers, n, "layer")
-    if opts.perturbation != "knockout" and (len(layers) != n or edges != ("all",)):
-        raise VlmscopeError(
-            f"layers and edges restrict attention knockout; perturbation {opts.perturbation!r} takes neither"
-        )
-    if opts.perturbation == "knockout" and "flash" in scope.attn_base:
-        raise VlmscopeError(
-            "knockout edits the attention mask, which flash attention does not take; "
-            "load the model with attn_implementation='sdpa'"
-        )
+    check_layer_syntax(opts.layers, "layer")
     if opts.image_index is not None and not isinstance(opts.image_index, int):
         raise VlmscopeError(f"image_index must be a whole number, got {opts.image_index!r}")
     for name in ("max_new_tokens", "batch_size", "seed"):
         value = getattr(opts, name)
         if not isinstance(value, int) or value < (0 if name == "seed" else 1):
             raise VlmscopeError(f"{name} must be a whole number{'' if name == 'seed' else ' >= 1'}, got {value!r}")
-    return Perturbation(
-        opts.perturbation, None if len(layers) == n else frozenset(layers), edges, opts.occlusion, opts.seed
-    )
+    return edges
