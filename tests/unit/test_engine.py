@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmscope import CapturePlan, Example
+from vlmscope import CapturePlan, Example, VlmscopeError
 
 from conftest import random_image
 
@@ -84,3 +84,53 @@ def test_text_only_and_dtype(scopes):
         "llm.embed", tokens="text", reduce="mean"), dtype=torch.float16)
     assert trace["llm.layers.2"][0].dtype == torch.float16 and trace["llm.layers.2"][0].shape == (1, 64)
     assert trace["llm.embed"][0].shape == (64,)
+
+
+def test_text_only_example_beside_an_image_example(scopes, family, images):
+    """A text-only example gets an empty capture at vision sites; a reduction of nothing is an
+    error naming the example."""
+    scope = scopes[family]
+    exs = [Example("Just text"), Example("What colour?", images=images[:1])]
+    trace = scope.forward(exs, ["vision.merger", "vision.blocks.0", "llm.layers.0"], tokens="all")
+    alone = scope.forward(exs[1:], ["vision.merger", "vision.blocks.0"])
+    for site in ("vision.merger", "vision.blocks.0"):
+        assert trace[site][0].shape == (0, alone[site][0].shape[-1])
+        torch.testing.assert_close(trace[site][1], alone[site][0])
+    assert trace["llm.layers.0"][0].shape[0] == trace.token_maps[0].length
+    with pytest.raises(VlmscopeError, match="example 0 has no image: vision.merger reduced by mean"):
+        scope.forward(exs, CapturePlan.of("vision.merger", reduce="mean"))
+
+
+def test_generate_logits_of_every_position(scopes, family, images):
+    """transformers computes the prefill's logits at its last position only; tokens="all" gets
+    the others through the same head from the final norm: they equal a forward's."""
+    scope = scopes[family]
+    exs = [Example("Just text"), Example("What colour is it?", images=images[:1])]
+    trace = scope.generate(exs, "logits", tokens="all", max_new_tokens=3)
+    fw = scope.forward(exs, "logits", tokens="all")
+    for b, tm in enumerate(trace.token_maps):
+        n = fw.token_maps[b].length
+        assert trace.positions["logits"][b] == list(range(tm.length - 1))
+        torch.testing.assert_close(trace["logits"][b][:n], fw["logits"][b], atol=1e-5, rtol=1e-5)
+    gen = scope.generate(exs, "logits", tokens="generated", max_new_tokens=3)
+    for b, tm in enumerate(trace.token_maps):
+        q = tm.query
+        torch.testing.assert_close(trace["logits"][b][q:], gen["logits"][b], atol=0, rtol=0)
+
+
+def test_prompt_only_hooks_leave_at_the_first_decode_step(scopes, images):
+    scope = scopes["qwen2_vl"]
+    layer = scope.adapter.language_model.layers[1]
+    seen = []
+    h = layer.register_forward_pre_hook(lambda m, a: seen.append(len(m._forward_pre_hooks)))
+    try:
+        plan = CapturePlan.of("llm.layers", layers="0", tokens="query", name="qt")
+        trace = scope.generate(Example("hi", images=images[:1]), plan, max_new_tokens=4, min_new_tokens=4)
+        assert seen[0] == 2 and set(seen[1:]) == {1}  # ours + the capture, then ours alone
+        assert trace["qt/llm.layers.0"][0].shape[0] == 1
+        seen.clear()
+        scope.generate(Example("hi", images=images[:1]), "llm.layers.0", max_new_tokens=4, min_new_tokens=4)
+        assert set(seen) == {2}  # generated rows: kept at every step
+    finally:
+        h.remove()
+    assert len(layer._forward_pre_hooks) == 0

@@ -5,6 +5,10 @@ Hooks sit on the real modules and are removed in ``finally``. Every step of the 
 the rows its request selected, on the device, and everything lands on the CPU at the end in the
 requested dtype. With early stop, the first module nobody needs raises StopForward.
 
+Bookkeeping is vectorised over the batch: each selection is resolved once into (example, position)
+pairs, each step keeps its rows with one gather per hook, and `finish` splits them per example.
+Hooks whose selection only covers prompt positions are removed when the first decode step starts.
+
 Which module a site lives on, which hook reads it and in what order its rows come are the
 adapter's business (its site table); this module has no family-specific branch. Edits
 (`capture.edits`) are hooks on the same modules that replace the tensor instead of keeping it.
@@ -14,8 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import VlmscopeError
 from ..sites import SiteSpec
@@ -60,7 +66,8 @@ def _with_input(args, kwargs, new):
 
 @contextmanager
 def hooks(registrations):
-    """Register (module, kind, fn) hooks; always remove them, even when the forward raises."""
+    """Register (module, kind, fn) hooks; always remove them, even when the forward raises.
+    Yields the handles, in the order of `registrations`."""
     handles = []
     try:
         for module, kind, fn in registrations:
@@ -68,10 +75,30 @@ def hooks(registrations):
                 handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
             else:
                 handles.append(module.register_forward_hook(fn, with_kwargs=True))
-        yield
+        yield handles
     finally:
         for h in handles:
             h.remove()
+
+
+@dataclass
+class _Rows:
+    """One selection resolved over the batch: the kept prompt rows as (example, padded position)
+    pairs sorted by example then position, and whether decode steps are kept too."""
+
+    b: torch.Tensor  # [n] long, CPU
+    p: torch.Tensor  # [n] long, CPU
+    decode: bool
+
+
+@dataclass
+class _Step:
+    """The rows a selection keeps in one step: indices on the CPU (bookkeeping) and on the device (gather)."""
+
+    b: torch.Tensor
+    p: torch.Tensor  # padded positions
+    b_dev: torch.Tensor
+    rel_dev: torch.Tensor  # row within the step's tensor
 
 
 class CaptureRun:
@@ -94,11 +121,18 @@ class CaptureRun:
         self.T0 = batch.length
         self.step_start = self.step_len = 0
         self.device = batch.inputs["input_ids"].device
+        # vision sites: per-example parts; sequence and attention sites: per-step chunks
+        # (rows, example of each row, unpadded position of each row)
         self.buffers: dict[str, list[list[torch.Tensor]]] = {r.key: [[] for _ in range(batch.size)] for r in requests}
-        self.kept: dict[str, list[list[int]]] = {r.key: [[] for _ in range(batch.size)] for r in requests}
+        self.chunks: dict[str, list[tuple]] = {r.key: [] for r in requests}
         sequence = [r.selection for r in requests if not r.site.is_vision]
         sequence += [e.selection for e in self.edits if not e.site.is_vision]
         self.wanted = {sel: self._wanted(sel) for sel in sequence}
+        self.flat = {sel: self._flat(sel) for sel in self.wanted}
+        self._steps: dict[tuple, _Step | None] = {}
+        self._pads = torch.tensor(batch.pad, dtype=torch.long)
+        self._prefill_only: list = []  # hook handles nobody needs once decoding starts
+        self._norm: torch.Tensor | None = None  # the prefill's final norm, for the logits transformers skips
         self.columns = {r.key: self._columns(r.columns) for r in requests if r.site.is_attention}
         self.vision_calls: list[dict] = []
         self.stop_at = None if generating or not early_stop else self._stop_index()
@@ -138,6 +172,37 @@ class CaptureRun:
             out.append(torch.tensor(sorted(pos), dtype=torch.long, device=self.device) + self.batch.pad[b])
         return out
 
+    def _flat(self, sel: Selection) -> _Rows:
+        per = self.wanted[sel]
+        b = torch.cat([torch.full((len(pos),), i, dtype=torch.long) for i, (pos, _) in enumerate(per)])
+        p = torch.cat([pos.cpu() for pos, _ in per])
+        return _Rows(b, p, any(decode for _, decode in per))
+
+    def step_rows(self, sel: Selection, start: int, length: int) -> _Step | None:
+        """The rows `sel` keeps among padded positions [start, start+length) of every example
+        (None: none). Computed once per step and shared by every hook of that step."""
+        key = (sel, start, length)
+        if key not in self._steps:
+            w = self.flat[sel]
+            if start >= self.T0:  # a decode step: every example keeps all its rows, or none
+                if not w.decode:
+                    self._steps[key] = None
+                    return None
+                n = self.batch.size
+                b = torch.arange(n).repeat_interleave(length)
+                rel = torch.arange(length).repeat(n)
+            else:
+                hit = (w.p >= start) & (w.p < start + length)
+                b, rel = w.b[hit], w.p[hit] - start
+            step = None
+            if b.numel():
+                step = _Step(b, rel + start, b.to(self.device), rel.to(self.device))
+            self._steps[key] = step
+        return self._steps[key]
+
+    def _unpadded(self, step: _Step) -> torch.Tensor:
+        return step.p - self._pads[step.b]
+
     def rows(self, sel: Selection, b: int, start: int, length: int) -> torch.Tensor:
         """Relative row indices of example b that `sel` keeps among padded positions [start, start+length)."""
         pos, decode = self.wanted[sel][b]
@@ -158,12 +223,23 @@ class CaptureRun:
     def _keep_sequence(self, req: Request, x: torch.Tensor):
         """x: [B, L, D] for the positions that end where the current step ends."""
         length = x.shape[1]
-        start = self.step_start + self.step_len - length  # logits may cover only the last row
-        for b in range(x.shape[0]):
-            rel = self.rows(req.selection, b, start, length)
-            if rel.numel():
-                self.buffers[req.key][b].append(x[b, rel].detach())
-                self.kept[req.key][b] += (rel + start - self.batch.pad[b]).tolist()
+        end = self.step_start + self.step_len
+        start = end - length
+        if start > self.step_start and self._norm is not None and req.site.group == "logits":
+            # transformers computes the prefill's logits at its last position only: the rows
+            # before it come from the final norm through the same head
+            step = self.step_rows(req.selection, self.step_start, start - self.step_start)
+            if step is not None:
+                head = self.adapter.lm_head
+                h = self._norm[step.b_dev, step.rel_dev]
+                self.chunks[req.key].append((F.linear(h, head.weight, head.bias), step.b, self._unpadded(step)))
+        step = self.step_rows(req.selection, start, length)
+        if step is not None:
+            self.chunks[req.key].append((x.detach()[step.b_dev, step.rel_dev], step.b, self._unpadded(step)))
+
+    def _keep_norm(self, module, args, kwargs, output):
+        if self.step_start < self.T0:
+            self._norm = _first(output).detach()
 
     def _vision_parts(self, x: torch.Tensor, spec: SiteSpec) -> tuple[list[dict], list[torch.Tensor], torch.Tensor]:
         """(items, per-visual raster parts, grid) of a vision site's output in this tower call."""
@@ -206,6 +282,11 @@ class CaptureRun:
             x = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]
         self.step_start += self.step_len
         self.step_len = x.shape[1]
+        self._norm = None
+        if self.step_start >= self.T0 and self._prefill_only:
+            for h in self._prefill_only:  # decoding: hooks that only keep prompt rows are done
+                h.remove()
+            self._prefill_only = []
 
     def pre_visual(self, module, args, kwargs):
         grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
@@ -219,22 +300,27 @@ class CaptureRun:
         self.vision_calls.append({"grid": grid, "kind": kind, "items": items})
 
     def registrations(self):
-        """(module, 'pre'|'post', fn) for every hook of this run: step tracking, then edits, then
-        captures (which therefore see edited values), then the early stop."""
+        """(module, 'pre'|'post', fn, prefill only) for every hook of this run: step tracking, then
+        edits, then captures (which therefore see edited values), then the early stop."""
         ad = self.adapter
-        regs = [(ad.language_model, "pre", self.pre_language_model)]
+        regs = [(ad.language_model, "pre", self.pre_language_model, False)]
         if any(r.site.is_vision for r in self.requests) or any(e.site.is_vision for e in self.edits):
-            regs.append((ad.visual, "pre", self.pre_visual))
+            regs.append((ad.visual, "pre", self.pre_visual, True))
         for e in self.edits:
             spec = ad.site_spec(e.site.group)
-            regs.append((ad.module(e.site), spec.hook, self._edit_hook(e, spec)))
+            regs.append((ad.module(e.site), spec.hook, self._edit_hook(e, spec), self._prefill_only_site(e)))
         for r in self.requests:
             spec = ad.site_spec(r.site.group)
             if spec.hook != "attention":
-                regs.append((ad.module(r.site), spec.hook, self._capture_hook(r, spec)))
+                regs.append((ad.module(r.site), spec.hook, self._capture_hook(r, spec), self._prefill_only_site(r)))
+        if self.generating and any(r.site.group == "logits" for r in self.requests):
+            regs.append((ad.language_model.norm, "post", self._keep_norm, True))
         if self.stop_at is not None:
-            regs.append((ad.decoder_chain()[self.stop_at], "pre", self._stop))
+            regs.append((ad.decoder_chain()[self.stop_at], "pre", self._stop, False))
         return regs
+
+    def _prefill_only_site(self, r) -> bool:
+        return self.generating and (r.site.is_vision or not self.flat[r.selection].decode)
 
     def _stop(self, module, args, kwargs):
         self.stopped = True
@@ -292,79 +378,128 @@ class CaptureRun:
     def _observe(self, req: Request, query, key, mask, scaling):
         length = query.shape[2]
         start = self.step_start + self.step_len - length
-        per_b = [self.rows(req.selection, b, start, length) for b in range(query.shape[0])]
-        union = torch.unique(torch.cat(per_b)) if per_b else torch.empty(0, dtype=torch.long)
-        if union.numel() == 0:
+        step = self.step_rows(req.selection, start, length)
+        if step is None:
             return
-        probs = row_probabilities(query.detach(), key.detach(), mask, union, scaling)
-        for b, rel in enumerate(per_b):
-            if rel.numel():
-                pick = torch.searchsorted(union, rel)
-                p = probs[b][:, pick]
-                cols = self.columns[req.key]
-                if cols is not None:
-                    p = p[..., cols[b]]
-                self.buffers[req.key][b].append(p.to("cpu", self.dtype or torch.float32))
-                self.kept[req.key][b] += (rel + start - self.batch.pad[b]).tolist()
+        union, pick = self._union(req.selection, start, length, step)
+        probs = row_probabilities(query.detach(), key.detach(), mask, union, scaling)  # [B, H, r, K]
+        self.chunks[req.key].append((probs, step.b, self._unpadded(step), pick))
+
+    def _union(self, sel: Selection, start: int, length: int, step: _Step) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query rows any example keeps in this step (device), and each kept row's index among them."""
+        key = ("union", sel, start, length)
+        if key not in self._steps:
+            rel = step.p - start
+            union = torch.unique(rel)
+            self._steps[key] = (union.to(self.device), torch.searchsorted(union, rel))  # type: ignore[assignment]
+        return self._steps[key]  # type: ignore[return-value]
 
     # ---- running ------------------------------------------------------------------------------
     @contextmanager
     def active(self):
         self._attn = self.attention_layers()
         with ExitStack() as stack:
-            stack.enter_context(hooks(self.registrations()))
+            regs = self.registrations()
+            handles = stack.enter_context(hooks([r[:3] for r in regs]))
+            self._prefill_only = [h for h, r in zip(handles, regs) if r[3]]
             if self._attn:
                 stack.enter_context(intervening(self))
             yield self
+        self._prefill_only, self._norm = [], None
 
     def finish(self, final_lengths: list[int], limits: list[int] | None = None, token_maps=None) -> Trace:
-        """Concatenate, drop rows at positions >= limits[b] (steps an example took after it had
+        """Join the steps, drop rows at positions >= limits[b] (steps an example took after it had
         finished, in a batched generate), reduce on the device, move to the CPU."""
         trace = Trace(token_maps or self.batch.token_maps)
         trace.stopped_early = self.stopped
         for r in self.requests:
-            per_example, kept_all = [], []
-            for b, parts in enumerate(self.buffers[r.key]):
-                kept = self.kept[r.key][b]
-                if r.site.is_attention and self.columns[r.key] is not None:
-                    x = torch.cat(parts, dim=1)  # [H, n, kept columns]
-                elif r.site.is_attention:
-                    x = self._attention_tensor(parts, b, final_lengths[b])
-                elif not parts and r.site.is_vision and r.reduce == "none":
-                    x = self._empty_vision(r.key)  # an example without images (or without image K)
-                else:
-                    if not parts:
-                        raise VlmscopeError(
-                            f"nothing captured at {r.key} for example {b} "
-                            f"(tokens={r.selection}); is the selection empty?"
-                        )
-                    x = torch.cat(parts)
-                if limits is not None and not r.site.is_vision:
-                    keep = torch.tensor([p < limits[b] for p in kept], dtype=torch.bool)
-                    x = x[:, keep.to(x.device)] if r.site.is_attention else x[keep.to(x.device)]
-                    kept = [p for p in kept if p < limits[b]]
-                if r.reduce != "none":
-                    x = REDUCERS[r.reduce](x.transpose(0, 1) if r.site.is_attention else x)
-                per_example.append(x.to("cpu", self.dtype or x.dtype))
-                kept_all.append(kept)
+            if r.site.is_vision:
+                trace.captures[r.key] = [self._vision_capture(r, b) for b in range(self.batch.size)]
+                continue
+            if r.site.is_attention:
+                per_example, kept_all = self._attention_captures(r, final_lengths, limits)
+            else:
+                per_example, kept_all = self._sequence_captures(r, limits)
             trace.captures[r.key] = per_example
-            if not r.site.is_vision:
-                trace.positions[r.key] = kept_all
+            trace.positions[r.key] = kept_all
         return trace
+
+    def _joined(self, r: Request, limits: list[int] | None):
+        """Every kept row of `r` grouped by example, in position order: (order of the rows of the
+        joined chunks, rows per example, their positions per example)."""
+        chunks = self.chunks[r.key]
+        b = torch.cat([c[1] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
+        pos = torch.cat([c[2] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
+        counts = torch.bincount(b, minlength=self.batch.size)
+        empty = (counts == 0).nonzero()
+        if len(empty):
+            raise VlmscopeError(
+                f"nothing captured at {r.key} for example {int(empty[0])} (tokens={r.selection}); "
+                "is the selection empty?"
+            )
+        order = torch.argsort(b, stable=True)
+        if limits is not None:
+            order = order[pos[order] < torch.tensor(limits, dtype=torch.long)[b[order]]]
+            counts = torch.bincount(b[order], minlength=self.batch.size)
+        sizes = counts.tolist()
+        return order, sizes, [p.tolist() for p in torch.split(pos[order], sizes)]
+
+    def _sequence_captures(self, r: Request, limits: list[int] | None):
+        order, sizes, kept = self._joined(r, limits)
+        chunks = self.chunks[r.key]
+        x = chunks[0][0] if len(chunks) == 1 else torch.cat([c[0] for c in chunks])
+        x = x[order.to(x.device)]
+        dtype = self.dtype or x.dtype
+        if r.reduce == "none":
+            return list(torch.split(x.to("cpu", dtype), sizes)), kept
+        if r.reduce == "last":
+            last = torch.tensor(sizes).cumsum(0) - 1
+            return list(x[last.to(x.device)].to("cpu", dtype).unbind(0)), kept
+        parts = torch.split(x, sizes)
+        return [REDUCERS[r.reduce](p).to("cpu", dtype) for p in parts], kept
+
+    def _attention_captures(self, r: Request, final_lengths: list[int], limits: list[int] | None):
+        """Per example [H, n, T] (T: its final unpadded length) or [H, n, kept columns]."""
+        order, sizes, kept = self._joined(r, limits)
+        width = max(c[0].shape[-1] for c in self.chunks[r.key])
+        rows = []
+        for probs, b, _, pick in self.chunks[r.key]:  # one gather per step: [n, H, K_step], padded to width
+            x = probs[b.to(probs.device), :, pick.to(probs.device)]
+            rows.append(F.pad(x, (0, width - x.shape[-1])) if x.shape[-1] < width else x)
+        x = torch.cat(rows)[order.to(rows[0].device)].to("cpu", self.dtype or torch.float32)
+        cols = self.columns[r.key]
+        out = []
+        for b, part in enumerate(torch.split(x, sizes)):
+            part = part.transpose(0, 1)  # [H, n, width]
+            if cols is not None:
+                part = part[..., cols[b].cpu()]
+            else:
+                pad = self.batch.pad[b]
+                part = part[..., pad : pad + final_lengths[b]]
+                if part.shape[-1] < final_lengths[b]:
+                    part = F.pad(part, (0, final_lengths[b] - part.shape[-1]))
+            if r.reduce != "none":
+                part = REDUCERS[r.reduce](part.transpose(0, 1))
+            out.append(part.contiguous() if r.reduce == "none" else part)
+        return out, kept
+
+    def _vision_capture(self, r: Request, b: int) -> torch.Tensor:
+        parts = self.buffers[r.key][b]
+        if not parts:
+            if r.reduce != "none":
+                raise VlmscopeError(
+                    f"example {b} has no image: {r.key} reduced by {r.reduce} is undefined for it; "
+                    "capture it with reduce='none' (an empty [0, C] tensor) or leave text-only examples out"
+                )
+            x = self._empty_vision(r.key)
+        else:
+            x = torch.cat(parts)
+        if r.reduce != "none":
+            x = REDUCERS[r.reduce](x)
+        return x.to("cpu", self.dtype or x.dtype)
 
     def _empty_vision(self, key: str) -> torch.Tensor:
         width = next((p[0].shape[-1] for p in self.buffers[key] if p), None)
         if width is None:
             raise VlmscopeError(f"nothing captured at {key}: no example of the batch has an image")
         return torch.zeros(0, width, device=self.device)
-
-    def _attention_tensor(self, parts: list[torch.Tensor], b: int, length: int) -> torch.Tensor:
-        """Join [H, r, K_step] pieces into [H, n, length] over the example's unpadded keys."""
-        pad = self.batch.pad[b]
-        rows = []
-        for p in parts:
-            p = p[..., pad:]
-            if p.shape[-1] < length:
-                p = torch.nn.functional.pad(p, (0, length - p.shape[-1]))
-            rows.append(p[..., :length])
-        return torch.cat(rows, dim=1)

@@ -61,6 +61,11 @@ class PartWriter:
         self.rows = 0
         self.schema: tuple | None = None
         self.failures: list[Failure] = []
+        # rows waiting for a whole chunk: each chunk is compressed once, when full (appending a
+        # batch into a half-full compressed chunk would decompress and recompress it every time)
+        self._pending: dict[str, list[np.ndarray]] = {}
+        self._pending_rows: dict[str, int] = {}
+        self._ragged_end: dict[str, int] = {}
 
     def append(self, records: list[Record]) -> None:
         if not records:
@@ -79,13 +84,14 @@ class PartWriter:
             self._append(f"features/{name}", np.stack([r.arrays[name] for r in records]))
         for name in first.ragged:
             parts = [r.ragged[name] for r in records]
-            group = self.file.require_group(f"features/{name}")
-            group.attrs["ragged"] = True
-            if "offsets" not in group:
+            if name not in self._ragged_end:
+                group = self.file.require_group(f"features/{name}")
+                group.attrs["ragged"] = True
                 self._append(f"features/{name}/offsets", np.zeros(1, dtype=np.int64))
-            offsets = group["offsets"]
-            end = int(offsets[-1])
-            self._append(f"features/{name}/offsets", end + np.cumsum([len(p) for p in parts], dtype=np.int64))
+                self._ragged_end[name] = 0
+            offsets = self._ragged_end[name] + np.cumsum([len(p) for p in parts], dtype=np.int64)
+            self._ragged_end[name] = int(offsets[-1])
+            self._append(f"features/{name}/offsets", offsets)
             self._append(f"features/{name}/values", np.concatenate(parts))
         self.rows += len(records)
 
@@ -93,6 +99,8 @@ class PartWriter:
         self.failures.append(failure)
 
     def _append(self, path: str, data: np.ndarray) -> None:
+        """Queue rows for dataset `path` (created now, typed by its first rows); whole chunks are
+        written as soon as they fill, the rest at `commit`."""
         if path not in self.file:
             strings = data.dtype == object
             row_bytes = max(1, int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize)
@@ -106,16 +114,38 @@ class PartWriter:
                 chunks=(rows, *data.shape[1:]),
                 **kw,
             )
+            self._pending[path], self._pending_rows[path] = [], 0
         ds = self.file[path]
-        n = ds.shape[0]
-        ds.resize(n + len(data), axis=0)
-        ds[n:] = data
+        if data.dtype != object and data.dtype != ds.dtype:
+            data = data.astype(ds.dtype)  # as h5py would convert it on writing
+        self._pending[path].append(data)
+        self._pending_rows[path] += len(data)
+        chunk = ds.chunks[0]
+        if self._pending_rows[path] >= chunk:
+            self._flush(path, whole_chunks=True)
+
+    def _flush(self, path: str, whole_chunks: bool = False) -> None:
+        pending = self._pending[path]
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else np.concatenate(pending)
+        ds = self.file[path]
+        take = len(data) - len(data) % ds.chunks[0] if whole_chunks else len(data)
+        if take:
+            n = ds.shape[0]
+            ds.resize(n + take, axis=0)
+            ds[n:] = data[:take]
+        rest = data[take:]
+        self._pending[path] = [rest] if len(rest) else []
+        self._pending_rows[path] = len(rest)
 
     def commit(self) -> Path:
         """Write the failures, close, sync, and rename into place: only now does the part exist."""
         for name in ("index", "sample_id"):
             if f"samples/{name}" not in self.file:
                 self._append(f"samples/{name}", np.zeros(0, dtype=np.int64 if name == "index" else object))
+        for path in self._pending:
+            self._flush(path)
         fails = self.failures
         self.file.create_dataset("failures/index", data=np.array([f.index for f in fails], dtype=np.int64))
         for name in ("sample_id", "stage", "reason"):
