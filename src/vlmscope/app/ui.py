@@ -142,7 +142,7 @@ class App:
             self.png_btn = gr.Button("Export PNG", size="sm", elem_id="vs-export-png")
             self.pdf_btn = gr.Button("Export PDF (every token)", size="sm", elem_id="vs-export-pdf")
             self.html_btn = gr.Button("Export HTML report (every method)", size="sm", elem_id="vs-export-html")
-        self.export = gr.File(label="Download", interactive=False, elem_id="vs-export")
+        self.export = gr.File(label="Download", interactive=False, elem_id="vs-export", height=80)
 
     def _masking_tab(self, gr) -> None:
         gr.Markdown(
@@ -242,7 +242,7 @@ class App:
                     self.prompt,
                     self.max_new,
                     self.same_answer,
-                    *self.map_inputs[2:],
+                    *self.map_inputs[2:12],
                 ],
                 [self.compare_html, self.compare_values, self.status],
             )
@@ -399,7 +399,9 @@ class App:
         from .maps import draw_map
 
         if session is None or session.run is None or token is None:
-            return self._nothing() if not run_it else {self.status: error_line(VlmscopeError("generate an answer first"))}
+            return (
+                self._nothing() if not run_it else {self.status: error_line(VlmscopeError("generate an answer first"))}
+            )
         run = session.run
         if session.masking is None:
             if not run_it:
@@ -454,7 +456,23 @@ class App:
 
     @_guard()
     def on_compare(
-        self, session, images, video, prompt, max_new, same, method, l_lo, l_hi, h_lo, h_hi, head_agg, layer_agg, sinks
+        self,
+        session,
+        images,
+        video,
+        prompt,
+        max_new,
+        same,
+        method,
+        l_lo,
+        l_hi,
+        h_lo,
+        h_hi,
+        head_agg,
+        layer_agg,
+        sinks,
+        cmap,
+        alpha,
     ):
         from .compare import compare, comparison_html
 
@@ -472,7 +490,7 @@ class App:
             locks=self.models.locks,
         )
         session.comparison = comp
-        page = comparison_html(comp, standalone=False)
+        page = comparison_html(comp, None if cmap in (None, "auto") else cmap, float(alpha), standalone=False)
         frame = (
             '<iframe title="comparison" sandbox="" style="width:100%;height:640px;border:0" '
             f'srcdoc="{html.escape(page, quote=True)}"></iframe>'
