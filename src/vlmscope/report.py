@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import VlmscopeError
 from .inputs import Example
 from .methods.answer import Answer
 from .methods.registry import MAP_METHODS, check_method_names, map_method
@@ -23,6 +24,16 @@ def prompt_text_labels(scope: Scope, token_map) -> list[str]:
     """The prompt's text tokens as strings, in the order of a map's ``text_maps`` columns."""
     tok = scope.processor.tokenizer
     return [tok.decode([token_map.input_ids[p]]) for p in sorted(token_map.text_positions())]
+
+
+def _instance(name: str, text: bool):
+    """The method, keeping the prompt's text columns when asked and the method can."""
+    if text:
+        try:
+            return map_method(name, keep_text=True)
+        except VlmscopeError:  # a method that maps vision tokens only
+            pass
+    return map_method(name)
 
 
 def run_report(
@@ -46,7 +57,7 @@ def run_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     example = Example(prompt, images=images, answer=answer)
-    instances = {m: map_method(m, keep_text=text) for m in methods}
+    instances = {m: _instance(m, text) for m in methods}
     raw = instances.get("raw")
     resolved = Answer.resolve(scope, example, max_new_tokens, capture=raw.capture_plan(scope) if raw else None)
     from .progress import progress

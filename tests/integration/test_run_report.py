@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from vlmscope.cli import main
+from vlmscope.methods.registry import MAP_METHODS
 
 from conftest import random_image
 
@@ -19,14 +20,14 @@ def test_run_writes_one_self_contained_report(tiny_dirs, tmp_path, capsys):
     answer = json.loads((out / "answer.json").read_text())
     assert printed[0] == answer["answer"] and printed[1].endswith("report.html")
     page = (out / "report.html").read_text()
-    n = len(answer["tokens"])
+    n, n_methods = len(answer["tokens"]), len(MAP_METHODS)
     # the glance grid: one cell per method x token, each with its per-token and shared-scale layer
-    assert page.count('<button class="cell"') == 4 * n
-    assert page.count('class="layer s-token"') == page.count('class="layer s-shared"') == 4 * n
+    assert page.count('<button class="cell"') == n_methods * n
+    assert page.count('class="layer s-token"') == page.count('class="layer s-shared"') == n_methods * n
     # the image is embedded once (a CSS background every view reuses), beside the detail view
     assert page.count("background-image: url(") == 1 and 'id="d-title"' in page
     # text importance of every method (--text), provenance and the token map
-    assert page.count("the prompt's text tokens</h3>") == 4
+    assert "<h3>masking: the prompt's text tokens</h3>" in page and "<h3>raw: the prompt's text tokens</h3>" in page
     assert ">attention implementation</th><td>sdpa<" in page and str(tiny_dirs["qwen3_vl"]) in page
     assert "<th>token grid</th>" in page
     assert "logit lens of the vision tokens" in page and "srcdoc=" in page

@@ -4,20 +4,14 @@ The image is embedded as a base64 PNG and the script is inline: the file opens o
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 
 from PIL import Image
 
+from .page import data_uri
+
 _DISPLAY = 576  # px: the image is shown this wide (upscaled if smaller) so words fit in cells
-
-
-def _data_uri(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def page_data(lens) -> dict:
@@ -49,7 +43,7 @@ def render_page(lens) -> str:
         model=html.escape(lens.model),
         kind=html.escape(lens.kind),
         score=score,
-        uri=_data_uri(img),
+        uri=data_uri(img),  # fitted to display size: a photo's full resolution would bloat the page
         w=_DISPLAY,
         h=height,
         scale=scale,
