@@ -174,9 +174,10 @@ def check_model_args(args) -> None:
     from ..errors import VlmscopeError
     from ..models.loading import DTYPES, check_attention
 
-    model = getattr(args, "model", None)
-    if model and (model.startswith((".", "/", "~")) or Path(model).suffix) and not Path(model).expanduser().exists():
-        raise VlmscopeError(f"model directory not found: {model!r}")
+    models = getattr(args, "model", None)
+    for model in models if isinstance(models, list) else [models]:  # --model repeats in app and compare
+        if model and (model.startswith((".", "/", "~")) or Path(model).suffix) and not Path(model).expanduser().exists():
+            raise VlmscopeError(f"model directory not found: {model!r}")
     dtype = getattr(args, "dtype", "auto")
     if dtype not in (None, "auto", *DTYPES):
         raise VlmscopeError(f"unknown --dtype {dtype!r}; use auto, {', '.join(sorted(set(DTYPES)))}")
