@@ -78,3 +78,73 @@ def test_mask_errors_are_one_line(tiny_dirs, tmp_path):
                               cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+def _bundled():
+    from vlmscope.assets import bundled_model_dir
+
+    return bundled_model_dir() is not None
+
+
+def test_cli_csv_and_json_share_one_sign(tmp_path, capsys):
+    """The printed drops are the CSV's drop column summed over the answer, and clean - masked."""
+    import csv
+    import re
+    from collections import defaultdict
+    from pathlib import Path
+
+    import pytest
+
+    import vlmscope
+
+    if not _bundled():
+        pytest.skip("the bundled shapes model is not installed")
+    img = Path(vlmscope.__file__).parent / "assets" / "examples" / "shapes_demo.png"
+    out = tmp_path / "out"
+    assert main(["mask", str(img), "--prompt", "What colour is the square?", "--max-new-tokens", "2",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    rows = list(csv.DictReader((out / "impacts.csv").open()))
+    total: dict[str, float] = defaultdict(float)
+    for r in rows:
+        drop = float(r["drop"])
+        assert abs(drop - (float(r["clean_logprob"]) - float(r["masked_logprob"]))) < 1e-4
+        total[r["label"]] += drop
+    units = {u["label"]: u for u in json.loads((out / "result.json").read_text())["units"]}
+    shown = [re.fullmatch(r"\s*drop\s+(\S+)\s+'(.*?)'.*", line) for line in printed]
+    shown = [(float(m.group(1)), m.group(2)) for m in shown if m]
+    assert shown, printed
+    for value, label in shown:
+        assert abs(value - total[label]) < 1e-3 and abs(value - units[label]["total_drop"]) < 1e-3
+    values = [v for v, _ in shown]
+    assert values == sorted(values, reverse=True) and abs(values[0] - max(total.values())) < 1e-3
+    header = next(line for line in printed if "log-probability" in line)
+    assert ("largest drops" in header) == (values[0] > 0)
+
+
+def test_the_cli_does_not_call_rises_drops(capsys):
+    import numpy as np
+
+    from vlmscope.commands.mask import _print_drops
+
+    class Unit:
+        def __init__(self, label):
+            self.label = label
+
+    class Result:
+        units = [Unit("a"), Unit("b"), Unit("c")]
+        first_change = [None, None, None]
+
+        def __init__(self, drops):
+            self.drops = np.array(drops)
+
+        def impact(self, metric):
+            return self.drops
+
+    _print_drops(Result([-0.5, -2.0, -0.1]))  # every masking raises the answer's probability
+    out = capsys.readouterr().out
+    assert "largest drops" not in out and "no masking lowers" in out
+    assert out.index("'c'") < out.index("'a'") < out.index("'b'")  # smallest rise first
+    _print_drops(Result([1.5, -2.0, 0.3]))
+    out = capsys.readouterr().out
+    assert "largest drops" in out and "'b'" not in out and out.index("'a'") < out.index("'c'")

@@ -50,17 +50,24 @@ def cmd_mask(args) -> int:
     out = result.save(out_dir)
     finish_out_dir(out_dir, "mask")
     print(f"answer: {result.answer_text!r} ({len(result.answer_ids)} tokens)")
-    drop = result.impact("drop")
-    print(
-        f"{len(result.units)} units masked ({result.settings['perturbation']}) in {result.seconds:.2f} s; "
-        "largest drops in the answer's log-probability:"
-    )
-    for i in drop.argsort()[::-1][:5]:
-        u = result.units[i]
-        change = "" if result.first_change[i] is None else f"  greedy answer changes at token {result.first_change[i]}"
-        print(f"  {drop[i]:+9.4f}  {u.label!r}{change}")
+    print(f"{len(result.units)} units masked ({result.settings['perturbation']}) in {result.seconds:.2f} s")
+    _print_drops(result)
     print(f"wrote {out}/result.json, impacts.csv and pictures")
     return 0
+
+
+def _print_drops(result, top: int = 5) -> None:
+    """The units with the largest drop (log p(answer) clean - masked, the sign of impacts.csv)."""
+    drop = result.impact("drop")
+    order = [int(i) for i in drop.argsort()[::-1][:top]]
+    if drop[order[0]] > 0:
+        order = [i for i in order if drop[i] > 0]
+        print("largest drops of the answer's log-probability (clean - masked; positive: the unit supports it):")
+    else:
+        print("no masking lowers the answer's log-probability; smallest rises (drop = clean - masked):")
+    for i in order:
+        change = "" if result.first_change[i] is None else f"  greedy answer changes at token {result.first_change[i]}"
+        print(f"  drop {drop[i]:+9.4f}  {result.units[i].label!r}{change}")
 
 
 def _batch(args) -> int:

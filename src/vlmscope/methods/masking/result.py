@@ -19,7 +19,9 @@ METRICS = ("drop", "kl")
 @dataclass
 class MaskingResult:
     """``delta_logprob[u, j]``: log p(answer token j) with unit u masked minus the clean value
-    (teacher-forced); ``kl[u, j]``: KL(clean || masked) of the distribution that predicts token j.
+    (teacher-forced). Everything shown or saved (CLI, result.json, impacts.csv, pictures) uses
+    its opposite, the drop ``impact("drop")`` = clean - masked: positive when the unit supports
+    the answer token, negative when masking it helps. ``kl[u, j]``: KL(clean || masked) of the distribution that predicts token j.
     ``first_change[u]``: the first answer token where the masked model's greedy choice differs
     (None: the greedy answer is unchanged); ``regenerated[u]``: the greedy answer under the
     masking, when asked for."""
@@ -84,9 +86,9 @@ class MaskingResult:
             if u.kind == "vision":
                 d["box"] = u.box(self.token_map.visual(u.image_index))
             d.update(
-                delta_logprob=self.delta_logprob[i].tolist(),
+                drop=(-self.delta_logprob[i]).tolist(),
                 kl=self.kl[i].tolist(),
-                total_delta_logprob=float(self.total_delta_logprob[i]),
+                total_drop=float(-self.total_delta_logprob[i]),
                 total_kl=float(self.total_kl[i]),
                 first_change=self.first_change[i],
             )
@@ -123,7 +125,7 @@ class MaskingResult:
                         "token": tok,
                         "clean_logprob": float(self.clean_logprobs[j]),
                         "masked_logprob": float(self.clean_logprobs[j] + self.delta_logprob[i, j]),
-                        "delta_logprob": float(self.delta_logprob[i, j]),
+                        "drop": float(-self.delta_logprob[i, j]),
                         "kl": float(self.kl[i, j]),
                         "first_change": "" if self.first_change[i] is None else self.first_change[i],
                     }
