@@ -21,7 +21,8 @@ class MaskingResult:
     """``delta_logprob[u, j]``: log p(answer token j) with unit u masked minus the clean value
     (teacher-forced). Everything shown or saved (CLI, result.json, impacts.csv, pictures) uses
     its opposite, the drop ``impact("drop")`` = clean - masked: positive when the unit supports
-    the answer token, negative when masking it helps. ``kl[u, j]``: KL(clean || masked) of the distribution that predicts token j.
+    the answer token, negative when masking it helps. ``kl[u, j]``: KL(clean || masked) of the
+    distribution that predicts token j.
     ``first_change[u]``: the first answer token where the masked model's greedy choice differs
     (None: the greedy answer is unchanged); ``regenerated[u]``: the greedy answer under the
     masking, when asked for."""
