@@ -1,4 +1,4 @@
-"""`vlmscope evaluate`: faithfulness of the map methods on fresh shapes scenes with known boxes."""
+"""`vlmscope evaluate`: faithfulness of the map methods on questions with known object boxes."""
 
 from __future__ import annotations
 
@@ -8,28 +8,46 @@ from . import add_model_args, check_out_dir, load_from_args
 def cmd_evaluate(args) -> int:
     from pathlib import Path
 
-    from ..methods.faithfulness import evaluate
+    from ..methods.faithfulness import csv_items, evaluate, shapes_items
+    from ..methods.heads import check_head_spec
     from ..methods.registry import check_method_names
 
     methods = check_method_names(args.methods)
+    heads = check_head_spec(args.heads) if args.heads else None
+    if args.steps < 1:
+        from ..errors import VlmscopeError
+
+        raise VlmscopeError(f"--steps must be at least 1, got {args.steps}")
+    items = (
+        shapes_items(args.n, args.seed) if args.source == "shapes" else csv_items(args.source, args.images_dir, args.n)
+    )
     check_out_dir(Path(args.out).parent)
     scope = load_from_args(args)
-    result = evaluate(scope, n=args.n, seed=args.seed, methods=methods, steps=args.steps)
-    print(f"{result.samples} questions about one object; model accuracy {result.accuracy:.3f}")
+    result = evaluate(scope, seed=args.seed, methods=methods, steps=args.steps, heads=heads, items=items)
+    result.settings["source"] = args.source
+    print(result.summary())
     print(result.table())
-    result.save(args.out)
-    print(f"wrote {args.out}")
+    for kind, path in result.save(args.out).items():
+        print(f"  {kind:8s} {path}")
     return 0
 
 
 def register(sub) -> None:
     from ..methods.registry import MAP_METHODS
 
-    p = sub.add_parser("evaluate", help="pointing game and deletion/insertion AUC of each map method")
+    p = sub.add_parser("evaluate", help="pointing game and deletion/insertion AUC of each map method, with intervals")
     add_model_args(p)
-    p.add_argument("--n", type=int, default=40, help="number of shapes questions")
-    p.add_argument("--seed", type=int, default=1000, help="scenes are generated fresh from this seed")
+    p.add_argument("--source", default="shapes", help="'shapes' (fresh scenes) or a VQA CSV with box_x0..box_y1")
+    p.add_argument("--images-dir", default=None, help="images of a CSV source (default: images/ beside it)")
+    p.add_argument("--n", type=int, default=40, help="number of questions about one object")
+    p.add_argument("--seed", type=int, default=1000, help="shapes scenes are generated fresh from this seed")
     p.add_argument("--methods", default=",".join(MAP_METHODS), help=f"comma-separated, from: {', '.join(MAP_METHODS)}")
+    p.add_argument(
+        "--heads",
+        default=None,
+        help="also score the head-reading methods with these heads: heads.json from `vlmscope heads` or "
+        "layer.head pairs such as 1.3,0.2",
+    )
     p.add_argument("--steps", type=int, default=8, help="points on each deletion / insertion curve")
-    p.add_argument("--out", default="vlmscope-out/evaluate.json", help="JSON file to write")
+    p.add_argument("--out", default="vlmscope-out/evaluate.json", help="JSON file; .md and .png are written beside it")
     p.set_defaults(func=cmd_evaluate)

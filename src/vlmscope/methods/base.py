@@ -33,7 +33,8 @@ def key_columns(tm: TokenMap, keep_text: bool) -> torch.Tensor:
 
 class MapMethod:
     """Base of every map method. Options shared by all: ``layers`` (decoder layer spec),
-    ``heads`` (head spec), ``head_agg`` (mean/max/min over heads), ``keep_text`` (also return
+    ``heads`` (a head spec, layer.head pairs or a heads.json; see methods.heads), ``head_agg``
+    (mean/max/min over heads), ``keep_text`` (also return
     the weight of the prompt's text tokens), ``exclude_sinks`` (zero attention-sink tokens)."""
 
     name: ClassVar[str] = ""
@@ -49,12 +50,29 @@ class MapMethod:
         self.keep_text, self.exclude_sinks = keep_text, exclude_sinks
 
     def check(self, scope: Scope) -> tuple[list[int], list[int]]:
-        """Resolve layers and heads against the model; errors name the valid range."""
-        ad = scope.adapter
-        heads = parse_layers(self.heads, ad.num_heads, "head")
-        if not self.uses_heads and len(heads) != ad.num_heads:
+        """Resolve layers and heads against the model; errors name the valid range. With
+        layer.head pairs (``heads="1.3,0.2"`` or a heads.json), the layers are the pairs' layers
+        and the heads every head that any pair names (`layer_heads` has them per layer)."""
+        per_layer = self.layer_heads(scope)
+        heads = sorted({h for hs in per_layer.values() for h in hs})
+        if not self.uses_heads and len(heads) != scope.adapter.num_heads:
             raise VlmscopeError(f"method {self.name!r} does not read attention heads; leave heads at 'all'")
-        return parse_layers(self.layers, ad.num_layers), heads
+        return list(per_layer), heads
+
+    def layer_heads(self, scope: Scope) -> dict[int, list[int]]:
+        """{layer: heads read in that layer}, from ``layers`` and ``heads`` (see methods.heads)."""
+        from .heads import head_pairs
+
+        ad = scope.adapter
+        pairs = head_pairs(self.heads, ad.num_layers, ad.num_heads)
+        if pairs is None:
+            heads = parse_layers(self.heads, ad.num_heads, "head")
+            return {layer: heads for layer in parse_layers(self.layers, ad.num_layers)}
+        if str(self.layers).strip() != "all":
+            raise VlmscopeError(
+                f"give layers or layer.head pairs, not both (layers {self.layers!r}, heads {self.heads!r})"
+            )
+        return pairs
 
     def capture_plan(self, scope: Scope) -> CapturePlan | None:
         """What this method would like captured during the generate that produces the answer."""

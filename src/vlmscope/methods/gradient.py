@@ -27,6 +27,7 @@ class GradientRelevancy(MapMethod):
 
     def attribute(self, scope: Scope, example: Example, answer: Answer) -> TokenMaps:
         layers, heads = self.check(scope)
+        chosen = self.layer_heads(scope)
         tm = answer.token_map
         batch = answer.batch(scope)
         cols_idx = key_columns(tm, self.keep_text)
@@ -49,8 +50,9 @@ class GradientRelevancy(MapMethod):
         for j, (row, tok) in enumerate(steps):
             grads = torch.autograd.grad(logits[row, tok], probs, retain_graph=j < len(rows) - 1)
             m = identity_columns(tm.length, cols_idx, device=logits.device)
-            for p, g in zip(probs, grads):
-                m = relevancy_step(m, p[0, heads].detach().float(), g[0, heads].float())
+            for layer, p, g in zip(layers, probs, grads):
+                hs = chosen[layer]
+                m = relevancy_step(m, p[0, hs].detach().float(), g[0, hs].float())
             out.append(m[row].detach().cpu().numpy())
         cols: np.ndarray = np.stack(out)
         return self._result(scope, example, answer, cols, layers, heads, "flow")

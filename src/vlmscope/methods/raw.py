@@ -17,6 +17,7 @@ from ..inputs import Example
 from .answer import Answer
 from .attention_flow import aggregate
 from .base import MapMethod, key_columns
+from .heads import is_pairs
 from .token_maps import TokenMaps
 
 if TYPE_CHECKING:
@@ -59,9 +60,13 @@ class RawAttention(MapMethod):
         sites = [f"llm.layers.{i}.attn" for i in layers]
         if trace is None or not all(s in trace and trace[s][0].shape[-1] == width for s in sites):
             trace = scope.forward(answer.batch(scope), self.capture_plan(scope), dtype=self.dtype)
-        stack = torch.stack([trace[s][0][heads].float() for s in sites])  # [L, h, n, C]
-        per_layer = aggregate(stack, self.head_agg, dim=1)
-        cols = aggregate(per_layer, self.layer_agg, dim=0).numpy()  # [n, C]
+        chosen = self.layer_heads(scope)
+        rows = [trace[f"llm.layers.{i}.attn"][0][chosen[i]].float() for i in layers]  # per layer [h_i, n, C]
+        per_layer = torch.stack([aggregate(r, self.head_agg, dim=0) for r in rows])  # [L, n, C]
+        if is_pairs(self.heads):  # layer.head pairs: every pair counts once
+            cols = aggregate(torch.cat(rows), self.head_agg, dim=0).numpy()
+        else:
+            cols = aggregate(per_layer, self.layer_agg, dim=0).numpy()  # [n, C]
         result = self._result(scope, example, answer, cols, layers, heads, self.layer_agg)
         vision = set(tm.vision_positions())
         vis_idx = [i for i, p in enumerate(key_columns(tm, self.keep_text).tolist()) if p in vision]

@@ -14,11 +14,14 @@ from .masking.maps import MaskingMap
 from .raw import RawAttention
 from .rollout import Rollout
 from .token_maps import TokenMaps
+from .windows import WindowKnockout
 
 if TYPE_CHECKING:
     from ..scope import Scope
 
-MAP_METHODS: dict[str, type[MapMethod]] = {m.name: m for m in (RawAttention, Rollout, GradientRelevancy, MaskingMap)}
+MAP_METHODS: dict[str, type[MapMethod]] = {
+    m.name: m for m in (RawAttention, Rollout, GradientRelevancy, MaskingMap, WindowKnockout)
+}
 
 
 def check_method_names(names) -> list[str]:

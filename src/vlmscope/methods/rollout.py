@@ -21,20 +21,21 @@ if TYPE_CHECKING:
 
 
 class _RolloutObserver:
-    def __init__(self, layers, heads, head_agg, m, residual, chunk: int = 512):
-        self.layers, self.heads, self.head_agg, self.m = set(layers), heads, head_agg, m
+    def __init__(self, layer_heads: dict[int, list[int]], head_agg, m, residual, chunk: int = 512):
+        self.layer_heads, self.head_agg, self.m = layer_heads, head_agg, m
         self.residual, self.chunk = residual, chunk
 
     def observe(self, module, query, key, mask, scaling):
-        if module.layer_idx not in self.layers:
+        heads = self.layer_heads.get(module.layer_idx)
+        if heads is None:
             return
         t = query.shape[2]
         n_rep = query.shape[1] // key.shape[1]
-        kv = [h // n_rep for h in self.heads]
+        kv = [h // n_rep for h in heads]
         rows = []
         for s in range(0, t, self.chunk):  # bound the transient [H, rows, T] block
             r = torch.arange(s, min(s + self.chunk, t), device=query.device)
-            p = row_probabilities(query[:, self.heads], key[:, kv], mask, r, scaling)[0]
+            p = row_probabilities(query[:, heads], key[:, kv], mask, r, scaling)[0]
             rows.append(aggregate(p, self.head_agg, dim=0))
         self.m = rollout_step(self.m, torch.cat(rows), self.residual)
 
@@ -64,7 +65,7 @@ class Rollout(MapMethod):
         tm = answer.token_map
         batch = answer.batch(scope)
         state = identity_columns(tm.length, key_columns(tm, self.keep_text), device=scope.input_device)
-        obs = _RolloutObserver(layers, heads, self.head_agg, state, self.residual)
+        obs = _RolloutObserver(self.layer_heads(scope), self.head_agg, state, self.residual)
         with intervening(obs):
             scope.model(**batch.inputs, use_cache=False)
         cols: np.ndarray = obs.m[answer.rows].float().cpu().numpy()
