@@ -72,6 +72,31 @@ def test_attention_command_keeps_chosen_tokens(tiny_dirs, tmp_path, capsys):
     assert len(list((out / "tokens").glob("*_heatmap.png"))) == 2
 
 
+def test_attention_figures_are_titled_vector_and_display_sized(tiny_dirs, tmp_path, capsys):
+    import re
+
+    from PIL import Image
+
+    img = tmp_path / "wide.png"
+    random_image(1500, 2400, 4).save(img)
+    out = tmp_path / "att"
+    assert main(["attention", str(img), "--prompt", "Where?", "--model", str(tiny_dirs["qwen2_vl"]),
+                 "--device", "cpu", "--max-new-tokens", "2", "--formats", "png,pdf,html", "--out", str(out)]) == 0
+    n = len(list((out / "tokens").glob("*_heatmap.png")))
+    assert n >= 1
+    pdf = (out / "maps.pdf").read_bytes()
+    # the grid, then one page per token; text as fonts (vector), images no larger than display size
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1 + n
+    assert b"/Font" in pdf
+    widths = [int(w) for w in re.findall(rb"/Width (\d+)", pdf)]
+    assert widths and max(widths) <= 1024
+    for path in (out / "tokens").glob("*_heatmap.png"):
+        heat = Image.open(path)
+        assert heat.height == 640 and heat.width > 1024  # 1024 x 640 map + its colour bar
+    page = (out / "report.html").read_text()
+    assert "Where?" in page and "scale: per token" in page
+
+
 def test_evaluate_command_writes_json(tiny_dirs, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--model", str(tiny_dirs["qwen3_vl"]), "--device", "cpu", "--n", "1", "--steps", "2",

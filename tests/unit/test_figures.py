@@ -77,8 +77,11 @@ def test_outline_marks_the_top_cells_in_white_and_black_even_on_red():
     ys, xs = np.nonzero(white | black)
     w, h = img.size
     assert xs.min() == 3 * w // 4 and xs.max() == w - 1 and ys.min() == h // 3 and ys.max() == h - 1
-    # a flat floor is never "top"
+    # a flat floor is never "top", nor a cell that is faint on the scale shown
     assert not top_cells(np.full((3, 3), 0.2), 0.5).any()
+    faint = np.zeros((3, 3), np.float32)
+    faint[1, 1] = 0.1
+    assert top_cells(faint, 1)[1, 1] and not top_cells(faint, 1, map_scale(faint, "shared", 0, 1)).any()
 
 
 def test_scales_per_token_and_shared_differ_and_are_named():

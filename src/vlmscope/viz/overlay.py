@@ -28,7 +28,7 @@ from ..tokenmap import Visual, to_pixels  # noqa: F401 (to_pixels: re-exported f
 
 MAX_SIDE = 1024  # px: the long side of every drawn map
 DEFAULT_CMAP = "inferno"  # perceptually uniform, sequential (values >= 0)
-SIGNED_CMAP = "berlin"  # perceptually uniform, diverging (maps with negative values, e.g. masking)
+SIGNED_CMAP = "RdBu_r"  # diverging, lightness symmetric around 0 (maps with negative values: masking)
 SCALES = ("token", "shared")
 
 
@@ -117,14 +117,18 @@ def _cmap(name: str | None, scale: MapScale):
 
     name = name or scale.default_cmap()
     if name not in colormaps:
-        raise VlmscopeError(f"unknown colormap {name!r}; e.g. inferno, viridis, magma, cividis, berlin")
+        raise VlmscopeError(f"unknown colormap {name!r}; e.g. inferno, viridis, magma, cividis, RdBu_r")
     return colormaps[name]
 
 
-def top_cells(grid: np.ndarray, outline: float | int) -> np.ndarray:
-    """[h, w] bool: the cells to outline. `outline` < 1 is a fraction of the cells, >= 1 a count;
-    only cells above zero and above the map's median are outlined (a flat floor is not "top")."""
+def top_cells(grid: np.ndarray, outline: float | int, scale: MapScale | None = None) -> np.ndarray:
+    """[h, w] bool: the cells to outline. `outline` < 1 is a fraction of the cells, >= 1 a count.
+    Only cells above zero and above the map's median are outlined (a flat floor is not "top"),
+    and, given the `scale` the map is shown on, only cells at least a quarter of the way up it
+    (a map that is faint on a shared scale gets no outline claiming otherwise)."""
     v = np.nan_to_num(np.asarray(grid, dtype=np.float32))
+    if scale is not None:
+        v = np.where(scale.strength(v) >= 0.25, v, 0.0)
     k = int(round(outline * v.size)) if outline < 1 else int(outline)
     k = max(1, min(k, v.size)) if outline > 0 else 0
     mask = np.zeros(v.shape, bool)
@@ -158,20 +162,22 @@ def map_rgba(
     rgba = _cmap(cmap, scale)(scale.position(g)).astype(np.float32)  # [gh, gw, 4]
     rgba[..., 3] = alpha * scale.strength(g)
     px = (rgba[rows][:, cols] * 255).round().astype(np.uint8)
-    white, black = outline_masks(g, size, outline)
+    white, black = outline_masks(g, size, outline, scale)
     px[white] = (255, 255, 255, 255)
     px[black] = (0, 0, 0, 255)
     return Image.fromarray(px, "RGBA")
 
 
-def outline_masks(grid: np.ndarray, size: tuple[int, int], outline: float | int) -> tuple[np.ndarray, np.ndarray]:
+def outline_masks(
+    grid: np.ndarray, size: tuple[int, int], outline: float | int, scale: MapScale | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """[H, W] bool masks of the outline's white (outer) and black (inner) line around `top_cells`
     at `size` = (W, H); each line is about 1/400 of the long side thick (at least 1 px)."""
     w, h = size
     if not outline:
         empty = np.zeros((h, w), bool)
         return empty, empty
-    sel = top_cells(grid, outline)[_cell_index(grid.shape[0], h)][:, _cell_index(grid.shape[1], w)]
+    sel = top_cells(grid, outline, scale)[_cell_index(grid.shape[0], h)][:, _cell_index(grid.shape[1], w)]
     lw = max(1, round(max(w, h) / 400))
     inner = _erode(sel, lw)
     return sel & ~inner, inner & ~_erode(inner, lw)
@@ -239,7 +245,7 @@ def draw_map(
     `grid`: [h, w] values on the image's token grid (``token_grid(maps[j], visual)``, or
     ``TokenMaps.visual_map(j, k)[frame]``). `scale`: 'token' (this map's own range), 'shared'
     (give `vmin` and `vmax`, e.g. from ``map_scale(all_maps, 'shared')``) or a `MapScale`.
-    `cmap`: default inferno (berlin for signed maps). `alpha`: opacity at the top of the scale.
+    `cmap`: default inferno (RdBu_r for signed maps). `alpha`: opacity at the top of the scale.
     `outline`: fraction (< 1) or number of top cells to outline; 0 for none. `colorbar`: append
     a colour bar with the scale's real values on the right.
     """

@@ -128,7 +128,7 @@ def layer_image(
     size = (g.shape[1] * k, g.shape[0] * k)
     idx = np.round(scale.position(g) * (LEVELS - 1)).astype(np.uint8)
     px = np.repeat(np.repeat(idx, k, 0), k, 1)
-    white, black = outline_masks(g, size, outline)
+    white, black = outline_masks(g, size, outline, scale)
     px[white], px[black] = LEVELS, LEVELS + 1
     rgb, a = palette(scale, cmap, alpha)
     img = Image.fromarray(px, "P")
