@@ -36,7 +36,8 @@ def _colorbar(fig, ax, scale: MapScale, cmap: str | None, alpha: float, **kw):
 
 def _title(question: str, token: str, method: str, scale: MapScale, index: int | None) -> str:
     tok = f"token {index}: {token!r}" if index is not None else f"token {token!r}"
-    return f"{question}\n{tok} · method: {method} · {scale.label}"
+    head = f"{question}\n" if question else ""  # TokenMaps.save() without a question: no empty line
+    return f"{head}{tok} · method: {method} · {scale.label}"
 
 
 def map_figure(
@@ -127,7 +128,8 @@ def grid_figure(
         ax.set_title(titles[i], fontsize=7, wrap=True)
         if shared is None:
             ax.set_xlabel(f"{sc.vmin:.3g} .. {sc.vmax:.3g}", fontsize=6)
-    head = f"{question}\nmethod: {method} · " + (shared.label if shared else "scale: per token (range under each map)")
+    head = (f"{question}\n" if question else "") + f"method: {method} · "
+    head += shared.label if shared else "scale: per token (range under each map)"
     fig.suptitle(head, fontsize=9, wrap=True)
     if shared is not None:
         _colorbar(fig, axes, shared, cmap, alpha, fraction=0.03, pad=0.02)
