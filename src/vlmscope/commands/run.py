@@ -45,7 +45,7 @@ def register(sub) -> None:
     p.add_argument(
         "--lens",
         default="logit",
-        choices=["logit", "embedding", "none"],
+        choices=["logit", "embedding", "value", "none"],
         help="lens view of the vision tokens in the report (the contextual lens needs an index: "
         "use `vlmscope lens show`)",
     )
