@@ -1,12 +1,16 @@
-"""Per-token attention maps: vlmscope vs plain generate vs the seed's eager path.
+"""Per-token attention maps: vlmscope vs plain generate (the floor) vs the seed's eager path.
 
-(a) plain greedy generate with SDPA; (b) vlmscope: attention rows of every layer and head for
-every generated token (image columns), captured during the same generate; (c) the seed's way:
-`attn_implementation="eager"`, `output_attentions=True`, every layer stored. Times: the three
-paths interleaved in one process, best of --reps. Memory: each path alone in its own process.
-Prints a table; writes JSON.
+(a) floor: plain greedy `model.generate` with SDPA; (b) vlmscope: attention rows of every layer
+and head for every generated token (image columns), captured during the same generate; (c) peer,
+the seed's way: `attn_implementation="eager"`, `output_attentions=True`, every layer returned.
+Time: the paths interleaved in one process, the median over rounds of each path's time divided
+by the floor's in the same round. Memory: each path alone in its own process.
 
-    python benchmarks/attention.py [--sizes 64,256,1024,4096] [--new-tokens 32] [--device cpu]
+    python benchmarks/attention.py [--sizes 64,256,1024,4096] [--new-tokens 32] [--threads 1]
+        [--device cpu|cuda] [--dtype float32|bfloat16] [--config small|7b] [--rounds 5] [--small]
+
+`--config 7b`: random weights at Qwen2.5-VL-7B's depth, width and heads (28 layers, width 3584,
+28 heads, 4 key-value heads; vision tower 32 blocks of width 1280), for a GPU.
 """
 
 from __future__ import annotations
@@ -21,17 +25,25 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+CONFIGS = {
+    "small": ("qwen2_vl", dict(text_layers=4, hidden=256, heads=8, kv_heads=4, vision_hidden=64)),
+    "7b": (
+        "qwen2_5_vl",
+        dict(text_layers=28, hidden=3584, heads=28, kv_heads=4, vision_depth=32, vision_hidden=1280, vision_heads=16),
+    ),
+}
+
 
 def _image(tokens: int):
     import numpy as np
     from PIL import Image
 
-    side = int(round(tokens ** 0.5)) * 28  # patch 14 x merge 2 per token
+    side = int(round(tokens**0.5)) * 28  # patch 14 x merge 2 per token
     rng = np.random.default_rng(0)
     return Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
 
 
-def _paths(model_dir: str, tokens: int, new_tokens: int, device: str, which) -> dict:
+def _paths(model_dir: str, tokens: int, new_tokens: int, args, which) -> dict:
     """name -> zero-argument callable running that path once."""
     import torch
     from transformers import AutoModelForImageTextToText
@@ -39,106 +51,126 @@ def _paths(model_dir: str, tokens: int, new_tokens: int, device: str, which) -> 
     import vlmscope
     from vlmscope import CapturePlan, Example
 
-    side = int(round(tokens ** 0.5)) * 28
-    scope = vlmscope.load(model_dir, device=device, dtype="float32", max_pixels=side * side, min_pixels=side * side)
+    side = int(round(tokens**0.5)) * 28
+    scope = vlmscope.load(
+        model_dir, device=args.device, dtype=args.dtype, max_pixels=side * side, min_pixels=side * side
+    )
     batch = scope.prepare(Example("Describe the picture in detail.", images=[_image(tokens)])).to(scope.input_device)
-    gen = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False,
-           "pad_token_id": scope.processor.tokenizer.pad_token_id}
+    gen = {
+        "max_new_tokens": new_tokens,
+        "min_new_tokens": new_tokens,
+        "do_sample": False,
+        "pad_token_id": scope.processor.tokenizer.pad_token_id,
+    }
     plan = CapturePlan.of("llm.layers.attn", tokens="generated", columns="vision")
     paths = {
         "plain": lambda: scope.model.generate(**batch.inputs, **gen),
         "vlmscope": lambda: scope.generate(batch, plan, min_new_tokens=new_tokens, max_new_tokens=new_tokens),
     }
     if "eager" in which:
-        eager = AutoModelForImageTextToText.from_pretrained(model_dir, attn_implementation="eager",
-                                                            dtype=torch.float32).to(device).eval()
-        paths["eager"] = lambda: eager.generate(**batch.inputs, **gen, output_attentions=True,
-                                                return_dict_in_generate=True)
+        eager = (
+            AutoModelForImageTextToText.from_pretrained(
+                model_dir, attn_implementation="eager", dtype=getattr(torch, args.dtype)
+            )
+            .to(args.device)
+            .eval()
+        )
+        paths["eager"] = lambda: eager.generate(
+            **batch.inputs, **gen, output_attentions=True, return_dict_in_generate=True
+        )
     return {k: v for k, v in paths.items() if k in which}
 
 
-def worker(mode: str, model_dir: str, tokens: int, new_tokens: int, device: str, reps: int,
-           threads: int = 0) -> dict:
-    """mode 'time': every path in this process, interleaved, best of `reps` (a busy machine only
-    ever slows a run down). mode '<path>': peak memory of that one path, alone in its process."""
+def worker(mode: str, model_dir: str, tokens: int, args) -> dict:
+    """mode 'time': every path in this process, interleaved. mode '<path>': peak memory of that
+    one path, alone in its process."""
     import torch
 
-    from common import measure
+    from common import interleave, measure, setup
 
-    torch.manual_seed(0)
-    if threads:
-        torch.set_num_threads(threads)
-    which = ("plain", "vlmscope", "eager") if mode == "time" else (mode,)
-    paths = _paths(model_dir, tokens, new_tokens, device, which)
+    setup(args)
+    which = ("plain", "vlmscope", *(("eager",) if args.eager else ())) if mode == "time" else (mode,)
+    paths = _paths(model_dir, tokens, args.new_tokens, args, which)
     with torch.inference_mode():
         for fn in paths.values():
             fn()  # warm-up
         if mode != "time":
-            _, peak, _ = measure(paths[mode], device)
+            _, peak, _ = measure(paths[mode], args.device)
             return {"path": mode, "vision_tokens": tokens, "peak_bytes": peak}
-        best = {name: float("inf") for name in paths}
-        for _ in range(reps):
-            for name, fn in paths.items():
-                best[name] = min(best[name], measure(fn, device)[0])
-    return {"vision_tokens": tokens, "seconds": best}
+        return {"vision_tokens": tokens, "paths": interleave(paths, args.rounds, "plain", args.device)}
 
 
-def build_model(out: Path) -> str:
+def build_model(out: Path, config: str) -> str:
     from vlmscope.models.tiny import build_tiny_model
 
-    # a small decoder with enough heads and layers for attention to matter
-    return str(build_tiny_model("qwen2_vl", out, text_layers=4, hidden=256, heads=8, kv_heads=4, vision_hidden=64))
+    family, sizes = CONFIGS[config]
+    return str(build_tiny_model(family, out, **sizes))
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
+    from common import add_common, fmt_ratio, machine, ratio, write
+
+    ap = add_common(argparse.ArgumentParser(), "attention.json")
     ap.add_argument("--sizes", default="64,256,1024,4096")
     ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--out", default=str(HERE / "results" / "attention.json"))
+    ap.add_argument("--config", default="small", choices=list(CONFIGS))
+    ap.add_argument("--no-eager", dest="eager", action="store_false", help="leave out the seed's eager path")
+    ap.add_argument("--no-memory", dest="memory", action="store_false")
     ap.add_argument("--worker", nargs=3, metavar=("MODE", "MODEL", "TOKENS"))
     args = ap.parse_args(argv)
+    if args.small and args.sizes == ap.get_default("sizes"):
+        args.sizes, args.new_tokens, args.rounds = "64,256", 8, 3
     if args.worker:
         mode, model_dir, tokens = args.worker
-        print(json.dumps(worker(mode, model_dir, int(tokens), args.new_tokens, args.device, args.reps, args.threads)))
+        print(json.dumps(worker(mode, model_dir, int(tokens), args)))
         return 0
+    info = machine(args)
     table = []
+    passthrough = [
+        "--new-tokens",
+        str(args.new_tokens),
+        "--device",
+        args.device,
+        "--rounds",
+        str(args.rounds),
+        "--threads",
+        str(args.threads),
+        "--dtype",
+        args.dtype,
+        *([] if args.eager else ["--no-eager"]),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model(Path(tmp) / "model")
+        model_dir = build_model(Path(tmp) / "model", args.config)
         for tokens in [int(s) for s in args.sizes.split(",")]:
+            modes = ["time"] + (["plain", "vlmscope", *(["eager"] if args.eager else [])] if args.memory else [])
             res = {}
-            for mode in ("time", "plain", "vlmscope", "eager"):
-                cmd = [sys.executable, __file__, "--worker", mode, model_dir, str(tokens),
-                       "--new-tokens", str(args.new_tokens), "--device", args.device, "--reps", str(args.reps),
-                       "--threads", str(args.threads)]
+            for mode in modes:
+                cmd = [sys.executable, __file__, "--worker", mode, model_dir, str(tokens), *passthrough]
                 run = subprocess.run(cmd, capture_output=True, text=True)
                 if run.returncode != 0:
                     print(run.stderr[-2000:], file=sys.stderr)
                     return 1
                 res[mode] = json.loads(run.stdout.strip().splitlines()[-1])
-            t = res["time"]["seconds"]
-            mem = {p: res[p]["peak_bytes"] / 2**20 for p in ("plain", "vlmscope", "eager")}
-            row = {"vision_tokens": tokens, **{f"{p}_s": t[p] for p in t}, **{f"{p}_mib": m for p, m in mem.items()},
-                   "vlmscope_vs_plain_time": t["vlmscope"] / t["plain"],
-                   "eager_vs_vlmscope_time": t["eager"] / t["vlmscope"],
-                   "vlmscope_vs_plain_mem": (mem["vlmscope"] + 1) / (mem["plain"] + 1),
-                   "eager_vs_vlmscope_mem": (mem["eager"] + 1) / (mem["vlmscope"] + 1)}
+            paths = res["time"]["paths"]
+            row = {
+                "vision_tokens": tokens,
+                "paths": paths,
+                "vlmscope_vs_plain": ratio(paths, "vlmscope", "plain"),
+                **({"eager_vs_plain": ratio(paths, "eager", "plain")} if args.eager else {}),
+                "peak_mib": {m: res[m]["peak_bytes"] / 2**20 for m in modes if m != "time"},
+            }
             table.append(row)
-            print(json.dumps(row), flush=True)
-    print("\n| vision tokens | plain s | vlmscope s | eager s | vlmscope/plain | eager/vlmscope "
-          "| plain MiB | vlmscope MiB | eager MiB | eager/vlmscope mem |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in table:
-        print(f"| {r['vision_tokens']} | {r['plain_s']:.2f} | {r['vlmscope_s']:.2f} | {r['eager_s']:.2f} | "
-              f"{r['vlmscope_vs_plain_time']:.2f}x | {r['eager_vs_vlmscope_time']:.2f}x | {r['plain_mib']:.0f} | "
-              f"{r['vlmscope_mib']:.0f} | {r['eager_mib']:.0f} | {r['eager_vs_vlmscope_mem']:.1f}x |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"device": args.device, "new_tokens": args.new_tokens, "reps": args.reps,
-                                          "threads": args.threads,
-                                          "note": "memory: peak extra RSS (CPU) or allocated (GPU) over the level "
-                                                  "before the call, +1 MiB in ratios", "rows": table}, indent=1))
+            print(f"  {tokens} vision tokens: vlmscope / plain {fmt_ratio(row['vlmscope_vs_plain'])}", flush=True)
+    payload = {
+        "benchmark": "attention",
+        "config": args.config,
+        "model": CONFIGS[args.config],
+        "new_tokens": args.new_tokens,
+        "rounds": args.rounds,
+        "machine": info,
+        "rows": table,
+    }
+    write(args.out, payload)
     return 0
 
 

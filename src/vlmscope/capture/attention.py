@@ -72,33 +72,44 @@ def _wrap(base_fn):
 
 
 def row_probabilities(
-    query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor, scaling: float | None
+    query: torch.Tensor,
+    key: torch.Tensor,
+    mask: torch.Tensor | None,
+    rows: torch.Tensor,
+    scaling: float | None,
+    *,
+    last: bool = False,
 ) -> torch.Tensor:
     """[B, H, r, K] softmax probabilities for query rows `rows` (indices into query's q axis).
 
     Honours GQA (key heads repeated as transformers' repeat_kv does), a boolean or additive 4D
     mask, a 2D padding mask, or none (then causal by position: the q rows are the last q of K).
+    ``last=True`` says `rows` is only the last query row (a decode step, the query position): it
+    is sliced instead of gathered, and without a mask it sees every key, so no causal mask is built.
     """
     b, h, q, d = query.shape
     k_len, kv_heads = key.shape[2], key.shape[1]
-    r = len(rows)
+    r = 1 if last else len(rows)
+    picked = query[:, :, q - 1 :].contiguous() if last else query[:, :, rows]
     # group query heads by the key head they share (as repeat_kv does) instead of copying keys
-    qr = query[:, :, rows].reshape(b, kv_heads, (h // kv_heads) * r, d)
+    qr = picked.reshape(b, kv_heads, (h // kv_heads) * r, d)
     scores = torch.matmul(qr, key.transpose(-1, -2)).reshape(b, h, r, k_len).float()
     scores = scores * (scaling if scaling is not None else d**-0.5)
     if mask is not None and mask.dim() == 4:
-        m = mask[:, :, rows, :k_len]
+        m = mask[:, :, q - 1 : q, :k_len] if last else mask[:, :, rows, :k_len]
         if m.dtype == torch.bool:
             scores = scores.masked_fill(~m, float("-inf"))
         else:
             scores = scores + m.float()
     else:
-        abs_rows = rows.to(query.device) + (k_len - q)
-        causal = torch.arange(k_len, device=query.device)[None, :] <= abs_rows[:, None]
-        scores = scores.masked_fill(~causal[None, None], float("-inf"))
+        if not last:
+            abs_rows = rows.to(query.device) + (k_len - q)
+            causal = torch.arange(k_len, device=query.device)[None, :] <= abs_rows[:, None]
+            scores = scores.masked_fill(~causal[None, None], float("-inf"))
         if mask is not None and mask.dim() == 2:  # flash-style padding mask [B, K]
             scores = scores.masked_fill(~mask[:, None, None, :k_len].bool(), float("-inf"))
-    return torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    probs = torch.softmax(scores, dim=-1)
+    return probs if last and mask is None else probs.nan_to_num(0.0)
 
 
 @contextmanager

@@ -99,6 +99,11 @@ class _Step:
     p: torch.Tensor  # padded positions
     b_dev: torch.Tensor
     rel_dev: torch.Tensor  # row within the step's tensor
+    pos: torch.Tensor  # unpadded positions
+    union: torch.Tensor | None = None  # attention: the query rows computed (device)
+    pick: torch.Tensor | None = None  # attention: each kept row's index in `union`
+    last: bool = False  # attention: `union` is just the step's last row
+    every: bool = False  # attention: each example keeps that one row, in example order
 
 
 class CaptureRun:
@@ -130,6 +135,8 @@ class CaptureRun:
         self.wanted = {sel: self._wanted(sel) for sel in sequence}
         self.flat = {sel: self._flat(sel) for sel in self.wanted}
         self._steps: dict[tuple, _Step | None] = {}
+        self._last_step: tuple | None = None
+        self._decode: dict[int, tuple] = {}
         self._pads = torch.tensor(batch.pad, dtype=torch.long)
         self._prefill_only: list = []  # hook handles nobody needs once decoding starts
         self._norm: torch.Tensor | None = None  # the prefill's final norm, for the logits transformers skips
@@ -181,27 +188,42 @@ class CaptureRun:
     def step_rows(self, sel: Selection, start: int, length: int) -> _Step | None:
         """The rows `sel` keeps among padded positions [start, start+length) of every example
         (None: none). Computed once per step and shared by every hook of that step."""
+        last = self._last_step
+        if last is not None and last[0] is sel and last[1] == start and last[2] == length:
+            return last[3]  # the other layers of the same step
         key = (sel, start, length)
         if key not in self._steps:
             w = self.flat[sel]
             if start >= self.T0:  # a decode step: every example keeps all its rows, or none
-                if not w.decode:
-                    self._steps[key] = None
-                    return None
-                n = self.batch.size
-                b = torch.arange(n).repeat_interleave(length)
-                rel = torch.arange(length).repeat(n)
+                self._steps[key] = self._decode_rows(start, length) if w.decode else None
             else:
                 hit = (w.p >= start) & (w.p < start + length)
                 b, rel = w.b[hit], w.p[hit] - start
-            step = None
-            if b.numel():
-                step = _Step(b, rel + start, b.to(self.device), rel.to(self.device))
-            self._steps[key] = step
+                step = None
+                if b.numel():
+                    step = _Step(b, rel + start, b.to(self.device), rel.to(self.device), rel + start - self._pads[b])
+                self._steps[key] = step
+        self._last_step = (sel, start, length, self._steps[key])
         return self._steps[key]
 
-    def _unpadded(self, step: _Step) -> torch.Tensor:
-        return step.p - self._pads[step.b]
+    def _decode_rows(self, start: int, length: int) -> _Step:
+        """Every row of every example; the device indices are the same at every step of a length."""
+        if length not in self._decode:
+            n = self.batch.size
+            b, rel = torch.arange(n).repeat_interleave(length), torch.arange(length).repeat(n)
+            self._decode[length] = (b, rel, b.to(self.device), rel.to(self.device), rel - self._pads[b])
+        b, rel, b_dev, rel_dev, unpadded = self._decode[length]
+        step = _Step(b, rel + start, b_dev, rel_dev, unpadded + start)
+        step.union, step.pick, step.last, step.every = self._decode_union(length)
+        return step
+
+    def _decode_union(self, length: int):
+        key = ("union", length)
+        if key not in self._steps:
+            union = torch.arange(length)
+            pick = union.repeat(self.batch.size)
+            self._steps[key] = (union.to(self.device), pick, length == 1, length == 1)  # type: ignore[assignment]
+        return self._steps[key]
 
     def rows(self, sel: Selection, b: int, start: int, length: int) -> torch.Tensor:
         """Relative row indices of example b that `sel` keeps among padded positions [start, start+length)."""
@@ -232,10 +254,10 @@ class CaptureRun:
             if step is not None:
                 head = self.adapter.lm_head
                 h = self._norm[step.b_dev, step.rel_dev]
-                self.chunks[req.key].append((F.linear(h, head.weight, head.bias), step.b, self._unpadded(step)))
+                self.chunks[req.key].append((F.linear(h, head.weight, head.bias), step.b, step.pos))
         step = self.step_rows(req.selection, start, length)
         if step is not None:
-            self.chunks[req.key].append((x.detach()[step.b_dev, step.rel_dev], step.b, self._unpadded(step)))
+            self.chunks[req.key].append((x.detach()[step.b_dev, step.rel_dev], step.b, step.pos))
 
     def _keep_norm(self, module, args, kwargs, output):
         if self.step_start < self.T0:
@@ -381,18 +403,13 @@ class CaptureRun:
         step = self.step_rows(req.selection, start, length)
         if step is None:
             return
-        union, pick = self._union(req.selection, start, length, step)
-        probs = row_probabilities(query.detach(), key.detach(), mask, union, scaling)  # [B, H, r, K]
-        self.chunks[req.key].append((probs, step.b, self._unpadded(step), pick))
-
-    def _union(self, sel: Selection, start: int, length: int, step: _Step) -> tuple[torch.Tensor, torch.Tensor]:
-        """The query rows any example keeps in this step (device), and each kept row's index among them."""
-        key = ("union", sel, start, length)
-        if key not in self._steps:
-            rel = step.p - start
-            union = torch.unique(rel)
-            self._steps[key] = (union.to(self.device), torch.searchsorted(union, rel))  # type: ignore[assignment]
-        return self._steps[key]  # type: ignore[return-value]
+        if step.union is None:  # the query rows any example keeps, and each kept row's index among them
+            union = torch.unique(step.p - start)
+            step.union, step.pick = union.to(self.device), torch.searchsorted(union, step.p - start)
+            step.last = union.tolist() == [length - 1]
+            step.every = step.last and step.b.tolist() == list(range(self.batch.size))
+        probs = row_probabilities(query.detach(), key.detach(), mask, step.union, scaling, last=step.last)
+        self.chunks[req.key].append((probs, step))
 
     # ---- running ------------------------------------------------------------------------------
     @contextmanager
@@ -427,9 +444,9 @@ class CaptureRun:
     def _joined(self, r: Request, limits: list[int] | None):
         """Every kept row of `r` grouped by example, in position order: (order of the rows of the
         joined chunks, rows per example, their positions per example)."""
-        chunks = self.chunks[r.key]
-        b = torch.cat([c[1] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
-        pos = torch.cat([c[2] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
+        chunks = [(c[1].b, c[1].pos) if r.site.is_attention else c[1:] for c in self.chunks[r.key]]
+        b = torch.cat([c[0] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
+        pos = torch.cat([c[1] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
         counts = torch.bincount(b, minlength=self.batch.size)
         empty = (counts == 0).nonzero()
         if len(empty):
@@ -463,8 +480,8 @@ class CaptureRun:
         order, sizes, kept = self._joined(r, limits)
         width = max(c[0].shape[-1] for c in self.chunks[r.key])
         rows = []
-        for probs, b, _, pick in self.chunks[r.key]:  # one gather per step: [n, H, K_step], padded to width
-            x = probs[b.to(probs.device), :, pick.to(probs.device)]
+        for probs, step in self.chunks[r.key]:  # one gather per step: [n, H, K_step], padded to width
+            x = probs[:, :, 0] if step.every else probs[step.b_dev, :, step.pick.to(probs.device)]
             rows.append(F.pad(x, (0, width - x.shape[-1])) if x.shape[-1] < width else x)
         x = torch.cat(rows)[order.to(rows[0].device)].to("cpu", self.dtype or torch.float32)
         cols = self.columns[r.key]
