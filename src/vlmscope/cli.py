@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import importlib
 import sys
+import warnings
 
 from .errors import VlmscopeError
 from .progress import quiet
@@ -64,6 +65,19 @@ def _parsers(parser: argparse.ArgumentParser):
                 yield from _parsers(child)
 
 
+_plain_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """vlmscope's own warnings as one line, like its errors; others as Python prints them."""
+    from .scope import OutOfDomainWarning
+
+    if issubclass(category, OutOfDomainWarning):
+        print(f"vlmscope: warning: {message}", file=sys.stderr)
+    else:
+        _plain_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.no_progress = args.no_progress or args.no_progress_global
@@ -72,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             from .commands import check_model_args
 
             check_model_args(args)
-        with quiet() if args.no_progress else contextlib.nullcontext():
+        with quiet() if args.no_progress else contextlib.nullcontext(), warnings.catch_warnings():
+            warnings.showwarning = _show_warning
             return args.func(args)
     except VlmscopeError as e:
         from .commands import release_claims

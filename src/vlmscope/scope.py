@@ -129,7 +129,18 @@ class Scope:
     def prepare(
         self, examples: Example | str | Sequence[Example | str], images_root=None, with_answers: bool = True
     ) -> Batch:
-        return prepare(self.adapter, _examples(examples), images_root=images_root, with_answers=with_answers)
+        items = _examples(examples)
+        if not _warned_out_of_domain and self.bundled:
+            _warn_if_not_shapes([items] if isinstance(items, Example) else items, images_root)
+        return prepare(self.adapter, items, images_root=images_root, with_answers=with_answers)
+
+    @property
+    def bundled(self) -> bool:
+        """Is this the bundled shapes model (which knows nothing but shapes scenes)?"""
+        from .assets import bundled_model_dir
+
+        path = bundled_model_dir()
+        return path is not None and Path(self.source).resolve() == Path(path).resolve()
 
     def _batch(self, batch, with_answers: bool) -> Batch:
         if isinstance(batch, Batch):
@@ -247,6 +258,58 @@ class Scope:
         eos = self.model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         return set(eos) | {self.adapter.token_ids["im_end"]}
+
+
+_warned_out_of_domain = False
+
+
+def shapes_like(image) -> bool:
+    """Does `image` look like a shapes scene: a plain light background (the border's median
+    colour, light and nearly grey) under at least 60% of the pixels (four of the largest shapes
+    cover 34%), and flat colours on the rest (a few colours, not a photo's shading)?"""
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(image.convert("RGB").resize((64, 64), Image.Resampling.NEAREST), dtype=np.int16)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    bg = np.median(border, axis=0)
+    near = (np.abs(a - bg) <= 16).all(-1)
+    if near.mean() < 0.6 or bg.min() < 180 or bg.max() - bg.min() > 40:
+        return False
+    fg = a[~near] // 16  # the shapes' pixels, colours quantised to 16 levels a channel
+    if len(fg) == 0:
+        return True
+    _, counts = np.unique(fg[:, 0] * 256 + fg[:, 1] * 16 + fg[:, 2], return_counts=True)
+    return bool(np.sort(counts)[::-1][:8].sum() >= 0.8 * len(fg))
+
+
+def _warn_if_not_shapes(examples: Sequence[Example], images_root) -> None:
+    """Warn once per process when the bundled model is shown an image unlike its training data."""
+    import warnings
+
+    from .inputs import load_image
+
+    global _warned_out_of_domain
+    for ex in examples:
+        for item in [*ex.images, *(f for frames in ex.videos for f in frames)]:
+            try:
+                image = load_image(item, images_root)
+            except VlmscopeError:
+                continue  # prepare() reports it
+            if not shapes_like(image):
+                _warned_out_of_domain = True
+                name = item if isinstance(item, (str, Path)) else "an image"
+                warnings.warn(
+                    f"the bundled shapes model only knows synthetic scenes of coloured shapes; {str(name)!r} is "
+                    "not one, so its answers and maps mean little (load a real model with --model / load(ID))",
+                    OutOfDomainWarning,
+                    stacklevel=3,
+                )
+                return
+
+
+class OutOfDomainWarning(UserWarning):
+    """The bundled shapes model was given an image that is not a shapes scene."""
 
 
 def _examples(examples):

@@ -11,5 +11,5 @@ def cmd_demo(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="the main job on the bundled model (what `make demo` runs)")
-    p.add_argument("--out", default="vlmscope-out/demo")
+    p.add_argument("--out", default="vlmscope-out/demo", help="output directory of the report")
     p.set_defaults(func=cmd_demo)

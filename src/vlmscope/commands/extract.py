@@ -130,11 +130,11 @@ def register(sub) -> None:
     what.add_argument("--max-new-tokens", type=int, default=16, help="generated answer length (halp, custom)")
     run = p.add_argument_group("run")
     run.add_argument("--out", required=True, help="output directory (refused if it holds another run)")
-    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--batch-size", type=int, default=8, help="rows per forward / generate")
     run.add_argument(
         "--checkpoint-every", type=int, default=1000, help="rows per part: a crash loses at most the part in progress"
     )
     run.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    run.add_argument("--save-dtype", default="float32", help="float32 or float16")
+    run.add_argument("--save-dtype", default="float32", help="stored precision: float32 or float16")
     run.add_argument("--compression", default="gzip", help="gzip (portable), lzf (faster), none")
     p.set_defaults(func=cmd_extract)

@@ -34,5 +34,5 @@ def cmd_inspect(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="family, widths, layer counts, token ids and sites of a model")
     add_model_args(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
     p.set_defaults(func=cmd_inspect)

@@ -117,7 +117,7 @@ def register(sub) -> None:
     show = verbs.add_parser("show", help="top-k readouts of every vision token at each layer; JSON + HTML page")
     add_model_args(show)
     show.add_argument("image", nargs="+", help="image path(s); the page shows the first")
-    show.add_argument("--prompt", required=True)
+    show.add_argument("--prompt", required=True, help="the prompt beside the image")
     show.add_argument(
         "--kind",
         default="logit",
@@ -127,17 +127,17 @@ def register(sub) -> None:
     )
     show.add_argument("--index", default=None, help="index directory from `vlmscope lens index` (contextual)")
     show.add_argument("--layers", default="all", help="all, halp, 0,8,-1, 2-5 ... (contextual: default the index's)")
-    show.add_argument("--k", type=int, default=5)
-    show.add_argument("--out", default="vlmscope-out/lens")
+    show.add_argument("--k", type=int, default=5, help="readouts kept per vision token and layer")
+    show.add_argument("--out", default="vlmscope-out/lens", help="output directory (lens.json, lens.html)")
     show.set_defaults(func=cmd_show)
 
     st = verbs.add_parser("stats", help="L2 norms of vision vs text tokens per layer: JSON + PNG/PDF plot")
     add_model_args(st)
     st.add_argument("source", help="an image, a folder of images, or a store from `extract --preset layers`")
     st.add_argument("--prompt", default="Describe the image.", help="prompt beside each image (text tokens)")
-    st.add_argument("--layers", default="all")
+    st.add_argument("--layers", default="all", help="layer spec: all, halp, 0,2,-1, n/2: ...")
     st.add_argument("--limit", type=int, default=None, help="at most this many images of a folder")
-    st.add_argument("--out", default="vlmscope-out/lens-stats")
+    st.add_argument("--out", default="vlmscope-out/lens-stats", help="output directory (JSON + PNG/PDF plot)")
     st.set_defaults(func=cmd_stats)
 
     ix = verbs.add_parser("index", help="run the LLM over a caption corpus and index its tokens per layer (FAISS)")
@@ -146,7 +146,7 @@ def register(sub) -> None:
     ix.add_argument("--layers", required=True, help="layer spec: all, halp, 0,2,-1 ...")
     ix.add_argument("--out", required=True, help="index directory (new or empty; with --resume, the one to finish)")
     ix.add_argument("--column", default="caption", help="CSV column or JSONL field holding the caption")
-    ix.add_argument("--batch-size", type=int, default=16)
+    ix.add_argument("--batch-size", type=int, default=16, help="captions per forward")
     ix.add_argument("--part-size", type=int, default=512, help="captions per crash-safe part")
     ix.add_argument("--resume", action="store_true", help="finish an interrupted index in --out")
     ix.set_defaults(func=cmd_index)

@@ -61,18 +61,18 @@ def register(sub) -> None:
         default="correct",
         help="'correct' (positive: the generated answer is wrong) or a sample column with two values",
     )
-    t.add_argument("--probe", default="logreg", choices=["logreg", "mlp"])
+    t.add_argument("--probe", default="logreg", choices=["logreg", "mlp"], help="logistic regression or HALP's MLP")
     t.add_argument(
         "--features",
         default=None,
         help="SPEC: vf, vt, qt, vt[LAYERS], qt[LAYERS], column names or globs, comma-separated (default: vf,vt,qt)",
     )
-    t.add_argument("--folds", type=int, default=5)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--folds", type=int, default=5, help="stratified cross-validation folds")
+    t.add_argument("--seed", type=int, default=0, help="seed of the folds, the shuffled-label control and the MLP")
     t.add_argument("--out", default=None, help="output directory (default: STORE-probes-PROBE beside the store)")
     t.set_defaults(func=cmd_train)
     a = cmds.add_parser("apply", help="score every row of a store with saved probes: per-row risk")
     a.add_argument("probe_dir", help="the --out directory of `vlmscope probe train`")
-    a.add_argument("store")
+    a.add_argument("store", help="a store with the same feature columns (e.g. new rows of the same preset)")
     a.add_argument("--out", default=None, help="CSV file (default: STORE-risk.csv beside the store)")
     a.set_defaults(func=cmd_apply)
