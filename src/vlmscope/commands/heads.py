@@ -1,0 +1,45 @@
+"""`vlmscope heads`: find the localisation heads of a model on questions with known object boxes."""
+
+from __future__ import annotations
+
+from . import add_model_args, check_out_dir, load_from_args
+
+
+def cmd_heads(args) -> int:
+    from pathlib import Path
+
+    from ..errors import VlmscopeError
+    from ..methods.faithfulness import csv_items, shapes_items
+    from ..methods.heads import discover
+
+    if args.max_heads < 1:
+        raise VlmscopeError(f"--max-heads must be at least 1, got {args.max_heads}")
+    items = (
+        shapes_items(args.n, args.seed) if args.source == "shapes" else csv_items(args.source, args.images_dir, args.n)
+    )
+    check_out_dir(Path(args.out).parent)
+    scope = load_from_args(args)
+    ranking = discover(scope, items, max_heads=args.max_heads)
+    ranking.settings.update(source=args.source, seed=args.seed if args.source == "shapes" else None)
+    every, top = ranking.all_heads_pointing, ranking.top_pointing
+    print(f"{len(items)} questions with a box; pointing game on these questions (95% interval):")
+    print(f"  mean of every head: {every['mean']:.3f} [{every['lo']:.3f}, {every['hi']:.3f}]")
+    spec = ",".join(f"{a}.{b}" for a, b in ranking.top)
+    print(
+        f"  selected heads {spec}: {top['mean']:.3f} [{top['lo']:.3f}, {top['hi']:.3f}] (selected on these questions)"
+    )
+    print(ranking.table())
+    print(f"wrote {ranking.save(args.out)} (use it with --heads; score it on other questions with `vlmscope evaluate`)")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("heads", help="rank every (layer, head) by pointing game on questions with object boxes")
+    add_model_args(p)
+    p.add_argument("--source", default="shapes", help="'shapes' (fresh scenes) or a VQA CSV with box_x0..box_y1")
+    p.add_argument("--images-dir", default=None, help="images of a CSV source (default: images/ beside it)")
+    p.add_argument("--n", type=int, default=100, help="number of questions with a box")
+    p.add_argument("--seed", type=int, default=3000, help="shapes scenes are generated fresh from this seed")
+    p.add_argument("--max-heads", type=int, default=8, help="largest head set the forward selection may pick")
+    p.add_argument("--out", default="vlmscope-out/heads.json", help="JSON file to write")
+    p.set_defaults(func=cmd_heads)
