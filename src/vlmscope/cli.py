@@ -22,6 +22,7 @@ COMMANDS = [
     "store",
     "mask",
     "evaluate",
+    "heads",
     "shapes",
     "probe",
     "demo",
