@@ -80,7 +80,11 @@ def register(sub) -> None:
         help="; ".join(f"{name}: {m.summary}" for name, m in MAP_METHODS.items()),
     )
     p.add_argument("--layers", default="all", help="layer spec: all, halp, 0,8,-1, 10-20, n/2: ...")
-    p.add_argument("--heads", default="all", help="head spec, same language as layers")
+    p.add_argument(
+        "--heads",
+        default="all",
+        help="heads: a spec in the layers language (every layer), layer.head pairs such as 1.3,0.2, or a heads.json from `vlmscope heads`",
+    )
     p.add_argument("--agg", default="mean", choices=["mean", "max", "min"], help="aggregation over heads")
     p.add_argument("--layer-agg", default="mean", choices=["mean", "max", "min"], help="aggregation over layers (raw)")
     p.add_argument("--tokens", default="all", help="generated tokens to keep: all or i,j,...")
