@@ -1,34 +1,32 @@
-"""Per-vision-token masking: vlmscope vs the seed-style loop, same model, same process, same run.
+"""Per-vision-token masking: vlmscope vs Captum's FeatureAblation vs the floor, same scores.
 
-Both knock out every vision token of one image in turn (no later position attends to it, every
-decoder layer) and measure the effect on the model's 16-token greedy answer.
+Every vision token of one image is zero-ablated in turn (its input embedding replaced by zeros)
+and the model's own answer is scored teacher-forced: the total log-probability of the answer.
 
-- seed-style loop: one full `generate` per masked token, batch 1 (vision tower, prefill and 16
-  decode steps every time), with the knockout applied through the same mask editor;
-- vlmscope: `mask_impact` (one clean generate, then batched teacher-forced variants on a shared
-  prefix KV cache), and the same with `batch_size=1` to separate batching from the rest.
+- floor: one teacher-forced forward of prompt + answer (what a single clean score costs);
+- captum (peer, when installed): `FeatureAblation` over the vision-token embeddings, baseline 0,
+  one feature per token, `perturbations_per_eval=32`; its forward puts the embeddings into the
+  prompt and runs the decoder over the whole sequence; the vision tower runs once;
+- vlmscope: `mask_impact(..., perturbation="zero", batch_size=32)` (vision tower once, variants
+  batched on the shared clean prefix cache).
 
-Agreement: for every masked token, the change in log-probability of each answer token and the KL
-divergence agree where both define them: at answer tokens up to the first one where the loop's
-greedy output leaves the clean answer (after that the loop conditions on a different prefix).
+Agreement: Captum's attribution of token i (clean - ablated) equals minus vlmscope's total drop
+`delta_logprob[i].sum()`; the largest difference is reported. The model is a random Qwen2.5-VL
+(no deepstack, so zeroing the embedding is the whole perturbation for both).
 
-    python benchmarks/masking.py [--configs tiny,small] [--tokens 144] [--new-tokens 16]
+    python benchmarks/masking.py [--tokens 144] [--new-tokens 16] [--threads 1] [--rounds 5] [--small]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-# decoder sizes; the vision tower is 2 blocks in both
 CONFIGS = {
     "tiny": dict(text_layers=3, hidden=64, heads=4, kv_heads=2, vision_hidden=32),
     "small": dict(text_layers=4, hidden=256, heads=8, kv_heads=4, vision_hidden=64),
@@ -42,117 +40,139 @@ def _image(side: int):
     return Image.fromarray(np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8))
 
 
-def seed_loop(scope, example, units, new_tokens: int):
-    """The clean greedy generate, then one per masked unit, batch 1: (answer ids, [n, vocab] log-probs)."""
+def captum_ablation(scope, example, answer_ids: list[int], per_eval: int):
+    """Captum FeatureAblation over the vision-token embeddings: [Nv] clean - ablated answer log-prob."""
     import torch
+    from captum.attr import FeatureAblation
 
-    from vlmscope.capture.attention import intervening
-    from vlmscope.capture.knockout import Knockout
+    ad = scope.adapter
+    batch = scope.prepare(example).to(scope.input_device)  # prompt + answer, teacher-forced
+    inp = batch.inputs
+    ids = inp["input_ids"]
+    visual = ids[0] == ad.token_ids["image"]
+    features, _ = ad.image_features(inp["pixel_values"], inp["image_grid_thw"])
+    vis = torch.cat(features)[None]  # [1, Nv, D]
+    embeds = ad.language_model.embed_tokens(ids)
+    positions = ad.rope_positions(ids, inp.get("mm_token_type_ids"), inp["image_grid_thw"])
+    tm = batch.token_maps[0]
+    rows = tm.predicting_positions(len(answer_ids))
+    answer = torch.tensor(answer_ids)[None, :, None]
 
-    batch = scope.prepare(example).to(scope.input_device)
-    length = batch.length + new_tokens
-    out = []
-    for u in [None, *units]:
-        members = torch.zeros(1, length, dtype=torch.bool)
-        if u is not None:
-            members[0, list(u.positions)] = True
-        editor = Knockout(members, torch.ones(length, dtype=torch.bool), None, eager=False)
-        with intervening(editor), torch.inference_mode():
-            gen = scope.model.generate(**batch.inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                       do_sample=False, output_logits=True, return_dict_in_generate=True,
-                                       pad_token_id=scope.processor.tokenizer.pad_token_id)
-        logp = torch.log_softmax(torch.stack(gen.logits)[:, 0].float(), -1)
-        out.append((gen.sequences[0, batch.length:].tolist(), logp))
-    return out[0], out[1:]
+    def forward(v):  # [P, Nv, D] -> [P] total log-probability of the answer
+        p = v.shape[0]
+        e = embeds.expand(p, -1, -1).clone()
+        e[:, visual] = v.to(e.dtype)
+        out = ad.language_model(inputs_embeds=e, position_ids=positions.expand(3, p, -1), use_cache=False)
+        logp = torch.log_softmax(ad.lm_head(out.last_hidden_state[:, rows]).float(), -1)
+        return logp.gather(-1, answer.expand(p, -1, -1))[..., 0].sum(-1)
 
-
-def vlmscope_run(scope, example, new_tokens: int, batch_size: int):
-    from vlmscope.methods.masking import mask_impact
-
-    ids = scope.generate(example, max_new_tokens=new_tokens, min_new_tokens=new_tokens).generated_ids[0]
-    return mask_impact(scope, example, mode="vision", perturbation="knockout", answer_ids=ids, batch_size=batch_size)
-
-
-def agreement(result, clean, loop) -> dict:
-    """Max |difference| of delta log-prob and KL where both are defined, and first-change agreement."""
-    clean_ids, clean_logp = clean
-    answer = result.answer_ids
-    d_err = kl_err = 0.0
-    entries = same_change = 0
-    for u, (ids, logp) in enumerate(loop):
-        diverge = next((j for j, (a, b) in enumerate(zip(ids, answer)) if a != b), None)
-        same_change += diverge == result.first_change[u]
-        for j in range(len(answer) if diverge is None else diverge + 1):
-            delta = float(logp[j, answer[j]] - clean_logp[j, answer[j]])
-            kl = float((clean_logp[j].exp() * (clean_logp[j] - logp[j])).sum())
-            d_err = max(d_err, abs(delta - float(result.delta_logprob[u, j])))
-            kl_err = max(kl_err, abs(kl - float(result.kl[u, j])))
-            entries += 1
-    return {"same_clean_answer": clean_ids == answer, "delta_logprob_max_abs_diff": d_err,
-            "kl_max_abs_diff": kl_err, "entries_compared": entries,
-            "first_change_agrees": f"{same_change}/{len(loop)}"}
+    mask = torch.arange(vis.shape[1])[None, :, None].expand_as(vis)
+    attr = FeatureAblation(forward).attribute(vis, baselines=0.0, feature_mask=mask, perturbations_per_eval=per_eval)
+    return attr[0, :, 0]
 
 
-def bench(name: str, model_dir: str, tokens: int, new_tokens: int, batch_size: int) -> dict:
+def run(args, model_dir: str) -> dict:
     import torch
 
     import vlmscope
+    from common import interleave
     from vlmscope import Example
+    from vlmscope.methods.masking import mask_impact
 
-    side = int(round(tokens ** 0.5)) * 32  # Qwen3-VL: patch 16 x merge 2 pixels per vision token
-    scope = vlmscope.load(model_dir, device="cpu", dtype="float32", min_pixels=side * side, max_pixels=side * side)
-    example = Example("Describe the picture in detail.", images=[_image(side)])
-    vlmscope_run(scope, example, 2, batch_size)  # warm-up
+    side = int(round(args.tokens**0.5)) * 28  # patch 14 x merge 2 pixels per vision token
+    scope = vlmscope.load(
+        model_dir, device=args.device, dtype=args.dtype, min_pixels=side * side, max_pixels=side * side
+    )
+    prompt = "Describe the picture in detail."
+    example = Example(prompt, images=[_image(side)])
+    ids = scope.generate(example, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens).generated_ids[0]
+    forced = Example(prompt, images=example.images, answer=scope.processor.tokenizer.decode(ids))
+    assert scope.prepare(forced).token_maps[0].answer is not None
+    out: dict = {}
 
-    t = time.perf_counter()
-    result = vlmscope_run(scope, example, new_tokens, batch_size)
-    ours = time.perf_counter() - t
-    t = time.perf_counter()
-    vlmscope_run(scope, example, new_tokens, 1)
-    ours_b1 = time.perf_counter() - t
-    t = time.perf_counter()
-    clean, loop = seed_loop(scope, example, result.units, new_tokens)
-    theirs = time.perf_counter() - t
+    def ours():
+        out["vlmscope"] = mask_impact(
+            scope, example, mode="vision", perturbation="zero", answer_ids=ids, batch_size=args.batch_size
+        )
 
-    agree = agreement(result, clean, loop)
-    vis = result.token_map.visuals[0]
-    return {"config": name, "decoder": CONFIGS[name], "vision_tokens": vis.num_tokens,
-            "grid": list(vis.merged_thw), "prompt_tokens": result.token_map.query + 1, "new_tokens": new_tokens,
-            "units": len(result.units), "batch_size": batch_size, "seed_loop_s": theirs, "vlmscope_s": ours,
-            "vlmscope_batch1_s": ours_b1, "speedup": theirs / ours, "speedup_batch1": theirs / ours_b1,
-            "torch_threads": torch.get_num_threads(), **agree}
+    batch = scope.prepare(forced).to(scope.input_device)
+    paths = {"floor": lambda: scope.model(**batch.inputs), "vlmscope": ours}
+    try:
+        import captum  # noqa: F401
+
+        def theirs():
+            out["captum"] = captum_ablation(scope, forced, ids, args.batch_size)
+
+        paths["captum"] = theirs
+    except ImportError:
+        pass
+    with torch.inference_mode():
+        for fn in paths.values():
+            fn()  # warm-up
+        res = interleave(paths, args.rounds, "floor", args.device)
+    result = out["vlmscope"]
+    row = {
+        "vision_tokens": result.token_map.visuals[0].num_tokens,
+        "prompt_tokens": result.token_map.query + 1,
+        "answer_tokens": len(ids),
+        "units": len(result.units),
+        "batch_size": args.batch_size,
+        "paths": res,
+    }
+    if "captum" in out:
+        ours_total = torch.tensor(result.delta_logprob.sum(1))
+        order = [u.positions[0] for u in result.units]
+        assert order == sorted(order), "vision units in sequence order"
+        row["max_abs_diff_vs_captum"] = float((out["captum"].float() + ours_total).abs().max())
+        row["captum_vs_vlmscope"] = {
+            k: res["captum"]["vs_floor"][k] / res["vlmscope"]["vs_floor"][k] for k in ("median",)
+        }
+        ratios = [a / b for a, b in zip(res["captum"]["seconds"], res["vlmscope"]["seconds"])]
+        row["captum_over_vlmscope"] = {
+            "median": sorted(ratios)[len(ratios) // 2],
+            "min": min(ratios),
+            "max": max(ratios),
+        }
+    return row
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--configs", default="tiny,small")
-    ap.add_argument("--tokens", type=int, default=144, help="vision tokens of the image (a square grid)")
-    ap.add_argument("--new-tokens", type=int, default=16)
-    ap.add_argument("--batch-size", type=int, default=32, help="variants per forward (the library default)")
-    ap.add_argument("--out", default=str(HERE / "results" / "masking.json"))
-    args = ap.parse_args(argv)
+    from common import add_common, fmt_ratio, machine, setup, write
     from vlmscope.models.tiny import build_tiny_model
 
-    rows = []
+    ap = add_common(argparse.ArgumentParser(), "masking.json")
+    ap.add_argument("--config", default="small", choices=list(CONFIGS))
+    ap.add_argument("--tokens", type=int, default=144, help="vision tokens of the image (a square grid)")
+    ap.add_argument("--new-tokens", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=32, help="variants per forward, both tools")
+    args = ap.parse_args(argv)
+    if args.small:
+        args.tokens, args.new_tokens, args.rounds, args.config = 64, 8, 3, "tiny"
+    setup(args)
+    info = machine(args)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.configs.split(","):
-            model_dir = str(build_tiny_model("qwen3_vl", Path(tmp) / name, **CONFIGS[name]))
-            rows.append(bench(name, model_dir, args.tokens, args.new_tokens, args.batch_size))
-            r = rows[-1]
-            print(f"  {name}: seed loop {r['seed_loop_s']:.2f} s, vlmscope {r['vlmscope_s']:.2f} s "
-                  f"({r['speedup']:.1f}x)", flush=True)
-    print("\n| decoder | vision tokens | answer tokens | seed-style loop s | vlmscope s | speedup "
-          "| vlmscope batch 1 s | max abs diff: delta log-prob, KL | first change agrees |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        d = r["decoder"]
-        print(f"| {r['config']} ({d['text_layers']} layers, width {d['hidden']}) | {r['vision_tokens']} | "
-              f"{r['new_tokens']} | {r['seed_loop_s']:.2f} | {r['vlmscope_s']:.2f} | {r['speedup']:.1f}x | "
-              f"{r['vlmscope_batch1_s']:.2f} | {r['delta_logprob_max_abs_diff']:.1e}, {r['kl_max_abs_diff']:.1e} | "
-              f"{r['first_change_agrees']} |")
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": machine, "device": "cpu", "rows": rows}, indent=1))
+        model_dir = str(build_tiny_model("qwen2_5_vl", Path(tmp) / "m", **CONFIGS[args.config]))
+        row = run(args, model_dir)
+    p = row["paths"]
+    line = f"  vlmscope / floor {fmt_ratio(p['vlmscope']['vs_floor'])}"
+    if "captum" in p:
+        line += (
+            f", captum / vlmscope {fmt_ratio(row['captum_over_vlmscope'])}, "
+            f"max |diff| {row['max_abs_diff_vs_captum']:.1e}"
+        )
+    print(line, flush=True)
+    write(
+        args.out,
+        {
+            "benchmark": "masking",
+            "config": args.config,
+            "decoder": CONFIGS[args.config],
+            "new_tokens": args.new_tokens,
+            "rounds": args.rounds,
+            "machine": info,
+            "rows": [row],
+        },
+    )
     return 0
 
 

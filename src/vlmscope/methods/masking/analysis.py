@@ -26,7 +26,7 @@ from .options import MaskingOptions, check_options
 from .perturbations import Perturbation
 from .prefix import CleanRun, clean_run
 from .result import MaskingResult
-from .scoring import plan_chunks, regenerate_chunk, score_chunk
+from .scoring import plan_chunks, regenerate_chunk, score_chunk, unchanged_units
 from .units import Unit, build_units
 
 if TYPE_CHECKING:
@@ -75,7 +75,12 @@ def mask_impact(
     delta, kl = np.zeros((len(units), n), np.float32), np.zeros((len(units), n), np.float32)
     first_change: list[int | None] = [None] * len(units)
     with progress(total=len(units), desc="masking", unit="unit") as bar:
-        for chunk in plan_chunks(units, range(len(units)), opts.batch_size):
+        skip = unchanged_units(ctx, units, pert)  # zero impact, nothing to run: the clean choices
+        clean = (ctx.clean_logp.argmax(-1).cpu() != ids).tolist()
+        for i in skip:
+            first_change[i] = clean.index(True) if True in clean else None
+        bar.update(len(skip))
+        for chunk in plan_chunks(units, [i for i in range(len(units)) if i not in skip], opts.batch_size):
             d, k, greedy = score_chunk(ctx, [units[i] for i in chunk], chunk, pert)
             delta[chunk], kl[chunk] = d.cpu().numpy(), k.cpu().numpy()
             for i, row in zip(chunk, (greedy.cpu() != ids[None]).tolist()):

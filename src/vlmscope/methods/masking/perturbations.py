@@ -29,11 +29,26 @@ class Perturbation:
     seed: int = 0
 
 
-def first_changed(ctx: CleanRun, units: list[Unit], kind: str) -> int:
-    """The first position whose state differs from the clean run in any variant of the chunk."""
+def first_changed(ctx: CleanRun, units: list[Unit], kind: str, targets: torch.Tensor | None = None) -> int:
+    """The first position whose state differs from the clean run in any variant of the chunk.
+    Knockout with `targets` (the positions that lose their edges): the first target after a unit."""
     if kind == "occlude":  # the vision tower mixes the whole image: every token of it changes
         return min(ctx.tm.visuals[u.image_index].positions[0] for u in units)
+    if kind == "knockout" and targets is not None:
+        firsts = [knocked_from(u, targets) for u in units]
+        return min(f for f in firsts if f is not None)
     return min(u.first for u in units)
+
+
+def knocked_from(unit: Unit, targets: torch.Tensor) -> int | None:
+    """Under knockout, the first row that changes: a target position after the unit's first
+    position that is not in the unit (a member keeps its edges to the unit; earlier rows cannot
+    see it). None: no row changes, the variant is the clean run."""
+    hit = targets.clone()
+    hit[: unit.first + 1] = False
+    hit[list(unit.positions)] = False
+    rows = torch.nonzero(hit)
+    return int(rows[0, 0]) if len(rows) else None
 
 
 def _replacement(ref: torch.Tensor, n: int, kind: str, seed: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from ...capture.attention import intervening
 from ...capture.knockout import Knockout
 from ...errors import VlmscopeError
-from .perturbations import EDGES, Perturbation, first_changed, variant_inputs
+from .perturbations import EDGES, Perturbation, first_changed, knocked_from, variant_inputs
 from .prefix import CleanRun, log_probs, new_cache, run_decoder
 from .units import Unit
 
@@ -51,6 +51,25 @@ def edge_targets(ctx: CleanRun, edges: tuple[str, ...], length: int) -> torch.Te
     return out
 
 
+def _targets(ctx: CleanRun, pert: Perturbation) -> torch.Tensor | None:
+    return edge_targets(ctx, pert.edges, ctx.length).cpu() if pert.kind == "knockout" else None
+
+
+def unchanged_units(ctx: CleanRun, units: list[Unit], pert: Perturbation) -> set[int]:
+    """Units whose masking cannot change any scored row (knockout of a unit after every position
+    that would lose its edges to it): their impact is zero without a run."""
+    targets = _targets(ctx, pert)
+    if targets is None:
+        return set()
+    last_row = max(ctx.rows)
+    out = set()
+    for i, u in enumerate(units):
+        row = knocked_from(u, targets)
+        if row is None or row > last_row:
+            out.add(i)
+    return out
+
+
 def _editor(ctx: CleanRun, units: list[Unit], pert: Perturbation, length: int):
     if pert.kind != "knockout":
         return nullcontext()
@@ -64,7 +83,7 @@ def _editor(ctx: CleanRun, units: list[Unit], pert: Perturbation, length: int):
 @torch.inference_mode()
 def score_chunk(ctx: CleanRun, units: list[Unit], unit_ids: list[int], pert: Perturbation):
     """(delta log-prob [V, n], KL [V, n], greedy token [V, n]) of the answer under each variant."""
-    start = first_changed(ctx, units, pert.kind)
+    start = first_changed(ctx, units, pert.kind, _targets(ctx, pert))
     embeds, deep = variant_inputs(ctx, units, unit_ids, pert, start, ctx.length)
     with _editor(ctx, units, pert, ctx.length):
         hidden = run_decoder(ctx, embeds, start, new_cache(ctx.scope, ctx, start, len(units)), deep)
@@ -81,7 +100,7 @@ def regenerate_chunk(
     ctx: CleanRun, units: list[Unit], unit_ids: list[int], pert: Perturbation, max_new_tokens: int, stop_ids: set[int]
 ) -> list[list[int]]:
     """Greedy answers of each variant, batched; stops once every variant has emitted a stop token."""
-    start, end = first_changed(ctx, units, pert.kind), ctx.tm.query + 1
+    start, end = first_changed(ctx, units, pert.kind, _targets(ctx, pert)), ctx.tm.query + 1
     embeds, deep = variant_inputs(ctx, units, unit_ids, pert, start, end)
     v = len(units)
     cache = new_cache(ctx.scope, ctx, start, v)
