@@ -194,3 +194,29 @@ def test_masking_and_lens_tabs(page, tab, models):
             "b => document.querySelector('#vs-lens-grid .vs-lens-caption').innerText !== b", arg=before
         )
     assert "⚠" not in status(page)
+
+
+def test_exports(page, tmp_path, artifacts):
+    upload(page, DEMO)
+    generate(page, PROMPT)
+    for button, name, magic in [
+        ("png", "vlmscope-shapes-token0.png", b"\x89PNG"),
+        ("pdf", "vlmscope-shapes-raw.pdf", b"%PDF"),
+        ("html", "vlmscope-shapes-report.html", b"<!"),
+    ]:
+        page.locator(f"#vs-export-{button}").click()
+        wait_status(page, f"exported {name}")
+        page.wait_for_function(
+            "s => document.querySelector('#vs-export')?.innerText.includes(s)", arg=name.rsplit(".", 1)[0]
+        )
+        body = page.request.get(page.locator("#vs-export a").first.get_attribute("href")).body()
+        assert body.lstrip()[: len(magic)] == magic
+    assert b"masking" in body  # the report has every method
+    page.get_by_role("tab", name="Masking").click()
+    page.locator("#vs-mask-run").click()
+    wait_json(page, "vs-mask-values")
+    page.screenshot(path=str(artifacts / "app-masking.png"), full_page=True)
+    page.get_by_role("tab", name="Lens").click()
+    page.locator("#vs-lens-run").click()
+    page.wait_for_selector("#vs-lens-grid .vs-cell")
+    page.screenshot(path=str(artifacts / "app-lens.png"), full_page=True)
