@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from ..inputs import Example
+from ..inputs import Example, load_image
 from ..methods.answer import Answer
 from ..methods.token_maps import TokenMaps
 from .maps import MapSettings, Run, capture_plan, render, shared_tokens, token_maps
@@ -62,7 +62,8 @@ def compare(
     """Answer `example` with every model (or teacher-force the first model's answer on the others
     when `same_answer`) and map every answer with `settings` (ranges clipped to each model)."""
     settings = settings or MapSettings()
-    frames = frames or [[im] for im in example.images] + [list(v) for v in example.videos]
+    if frames is None:  # paths or PIL images, opened as the model reads them
+        frames = [[load_image(im)] for im in example.images] + [[load_image(f) for f in v] for v in example.videos]
     runs, maps = [], []
     first: str | None = None
     for name, scope in models.items():
