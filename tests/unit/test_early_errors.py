@@ -97,3 +97,8 @@ def test_ranges_are_checked_against_the_loaded_model_and_leave_no_folder(tmp_pat
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and expected in err, err
         assert not out.exists()
+
+
+def test_a_hub_id_with_dots_is_not_taken_for_a_missing_directory(no_model, tmp_path, capsys):
+    with pytest.raises(AssertionError, match="a model was loaded"):  # reaches the loader: no early error
+        main(["inspect", "--model", "Qwen/Qwen2.5-VL-3B-Instruct"])

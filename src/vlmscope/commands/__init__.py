@@ -176,11 +176,8 @@ def check_model_args(args) -> None:
 
     models = getattr(args, "model", None)
     for model in models if isinstance(models, list) else [models]:  # --model repeats in app and compare
-        if (
-            model
-            and (model.startswith((".", "/", "~")) or Path(model).suffix)
-            and not Path(model).expanduser().exists()
-        ):
+        # a local path; not a hub id, whose name may hold dots (Qwen/Qwen2.5-VL-3B-Instruct)
+        if model and model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
             raise VlmscopeError(f"model directory not found: {model!r}")
     dtype = getattr(args, "dtype", "auto")
     if dtype not in (None, "auto", *DTYPES):

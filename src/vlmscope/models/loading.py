@@ -98,7 +98,8 @@ def load_model(
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     source = str(model) if model is not None else default_model()
-    if (source.startswith((".", "/", "~")) or Path(source).suffix) and not Path(source).expanduser().exists():
+    # a local path; not a hub id, whose name may hold dots (Qwen/Qwen2.5-VL-3B-Instruct)
+    if source.startswith((".", "/", "~")) and not Path(source).expanduser().exists():
         raise VlmscopeError(f"model directory not found: {source!r}")
     transformers.utils.logging.disable_progress_bar()
     try:
