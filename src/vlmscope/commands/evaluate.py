@@ -9,11 +9,12 @@ def cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from ..methods.faithfulness import csv_items, evaluate, shapes_items
-    from ..methods.heads import check_head_spec
+    from ..methods.heads import check_head_spec, pairs_text
     from ..methods.registry import check_method_names
 
     methods = check_method_names(args.methods)
     heads = check_head_spec(args.heads) if args.heads else None
+    heads = pairs_text(heads) if isinstance(heads, list) else heads  # shown as 1.3,0.2 in the table
     if args.steps < 1:
         from ..errors import VlmscopeError
 
