@@ -83,7 +83,8 @@ def register(sub) -> None:
     p.add_argument(
         "--heads",
         default="all",
-        help="heads: a spec in the layers language (every layer), layer.head pairs such as 1.3,0.2, or a heads.json from `vlmscope heads`",
+        help="heads: a spec in the layers language (every layer), layer.head pairs such as 1.3,0.2, "
+        "or a heads.json from `vlmscope heads`",
     )
     p.add_argument("--agg", default="mean", choices=["mean", "max", "min"], help="aggregation over heads")
     p.add_argument("--layer-agg", default="mean", choices=["mean", "max", "min"], help="aggregation over layers (raw)")
