@@ -31,7 +31,9 @@ def cmd_attention(args) -> int:
         options["layer_agg"] = args.layer_agg
     method = map_method(args.method, **options)
     check_layers(args.layers)
-    check_layers(args.heads, "head")
+    from ..methods.heads import check_head_spec, is_pairs
+
+    check_head_spec(args.heads) if is_pairs(args.heads) else check_layers(args.heads, "head")
     if args.tokens != "all":
         check_layers(args.tokens, "generated token")
     formats = tuple(f.strip() for f in args.formats.split(","))
