@@ -26,14 +26,16 @@ def prompt_text_labels(scope: Scope, token_map) -> list[str]:
     return [tok.decode([token_map.input_ids[p]]) for p in sorted(token_map.text_positions())]
 
 
-def _instance(name: str, text: bool):
-    """The method, keeping the prompt's text columns when asked and the method can."""
+def _instance(name: str, text: bool, heads="all"):
+    """The method, keeping the prompt's text columns when asked and the method can, and reading
+    only `heads` when the method reads heads."""
+    options = {"heads": heads} if heads != "all" and MAP_METHODS[name].uses_heads else {}
     if text:
         try:
-            return map_method(name, keep_text=True)
+            return map_method(name, keep_text=True, **options)
         except VlmscopeError:  # a method that maps vision tokens only
             pass
-    return map_method(name)
+    return map_method(name, **options)
 
 
 def run_report(
@@ -46,9 +48,11 @@ def run_report(
     answer: str | None = None,
     lens: str | None = "logit",
     text: bool = False,
+    heads="all",
 ) -> tuple[str, Path]:
     """Generate once (capturing what the methods want on the way), explain the same answer with
-    every method (and, with `text`, the weight of the prompt's text tokens), add the `lens` view
+    every method (and, with `text`, the weight of the prompt's text tokens; with `heads`, a head
+    spec, layer.head pairs or a heads.json, for the methods that read heads), add the `lens` view
     of the vision tokens (None: no lens), and write ``report.html`` + ``answer.json`` +
     ``token_map.json`` under `out_dir`."""
     from .viz.page import maps_context, render, text_importance_context
@@ -57,7 +61,7 @@ def run_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     example = Example(prompt, images=images, answer=answer)
-    instances = {m: _instance(m, text) for m in methods}
+    instances = {m: _instance(m, text, heads) for m in methods}
     raw = instances.get("raw")
     resolved = Answer.resolve(scope, example, max_new_tokens, capture=raw.capture_plan(scope) if raw else None)
     from .progress import progress

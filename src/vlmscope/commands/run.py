@@ -3,15 +3,25 @@ self-contained HTML report with a map of every generated token for every method.
 
 from __future__ import annotations
 
-from . import add_example_args, add_model_args, check_example_args, claim_out_dir, finish_out_dir, load_from_args
+from . import (
+    add_example_args,
+    add_model_args,
+    check_example_args,
+    check_layers,
+    claim_out_dir,
+    finish_out_dir,
+    load_from_args,
+)
 
 
 def cmd_run(args) -> int:
+    from ..methods.heads import check_head_spec, is_pairs
     from ..methods.registry import check_method_names
     from ..report import run_report
 
     check_example_args(args)
     methods = check_method_names(args.methods)
+    check_head_spec(args.heads) if is_pairs(args.heads) else check_layers(args.heads, "head")
     out = claim_out_dir(args.out, "run", args.overwrite)
     scope = load_from_args(args)
     answer, path = run_report(
@@ -24,6 +34,7 @@ def cmd_run(args) -> int:
         answer=args.answer,
         lens=None if args.lens == "none" else args.lens,
         text=args.text,
+        heads=args.heads,
     )
     finish_out_dir(out, "run")
     print(answer)
@@ -51,5 +62,11 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--text", action="store_true", help="also map the prompt's text tokens (text importance in the report)"
+    )
+    p.add_argument(
+        "--heads",
+        default="all",
+        help="heads the attention-based methods read: a spec in the layers language (every layer), layer.head "
+        "pairs such as 1.3,0.2, or a heads.json from `vlmscope heads`",
     )
     p.set_defaults(func=cmd_run)
