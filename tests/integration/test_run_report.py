@@ -104,6 +104,14 @@ def test_evaluate_command_writes_json(tiny_dirs, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["samples"] == 1 and {r["method"] for r in data["rows"]} == {"raw", "random", "centre"}
     assert "| method |" in capsys.readouterr().out
+    # the seed, a Markdown table and a plot beside the JSON; every metric with n and an interval
+    assert data["settings"]["seed"] is not None
+    assert out.with_suffix(".md").read_text().startswith("| method |")
+    from PIL import Image
+
+    assert min(Image.open(out.with_suffix(".png")).size) > 200
+    for row in data["rows"]:
+        assert row["pointing"]["n"] == 1 and row["pointing"]["lo"] <= row["pointing"]["mean"] <= row["pointing"]["hi"]
 
 
 def test_shapes_command_writes_csv_and_images(tmp_path, capsys):
