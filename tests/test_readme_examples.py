@@ -1,9 +1,9 @@
 """Every example in README.md and docs/*.md runs on the bundled model.
 
-Python blocks run in order in one namespace per file; each `vlmscope ...` line of a bash /
-sh / console block runs through the installed entry point. Both run in a temporary directory
-holding a link to the repository's `src/` (the examples' image paths) and the data earlier
-lines of the same file wrote. A block is skipped only when the line before its fence says
+A file's blocks run in order in one temporary directory (holding a link to the repository's
+`src/`, the examples' image paths): python blocks in one namespace per file, and each
+`vlmscope ...` line of a bash / sh / console block through the installed entry point, so a
+block may read what an earlier one wrote. A block is skipped only when the line before its fence says
 `<!-- skip-test: reason -->` (a hub model, a GPU, a synopsis with placeholders); the reasons
 show in pytest's skip summary (`-rs`).
 """
@@ -96,30 +96,21 @@ def test_the_skip_list_is_short_and_says_why():
     assert len(skipped) <= len(ALL) // 2
 
 
-@pytest.mark.parametrize("path", sorted({b.file for b in PYTHON}), ids=lambda p: p.name)
-def test_python_examples(path, workdir):
+@pytest.mark.parametrize("path", sorted({b.file for b in PYTHON + SHELL}), ids=lambda p: p.name)
+def test_examples_run(path, workdir):
+    """The file's blocks in order, python and shell, in one directory: a later block may read
+    what an earlier one wrote."""
     namespace: dict = {"__name__": "__readme__"}
-    for b in [b for b in PYTHON if b.file == path]:
-        if b.skip is not None:
-            continue
-        try:
-            exec(compile(b.code, b.id, "exec"), namespace)
-        except Exception as e:  # name the block, not this line
-            raise AssertionError(f"{b.id}: {type(e).__name__}: {e}") from e
-
-
-@pytest.mark.parametrize("path", sorted({b.file for b in SHELL}), ids=lambda p: p.name)
-def test_shell_examples(path, workdir):
-    ran = 0
-    for b in [b for b in SHELL if b.file == path]:
-        if b.skip is not None:
-            continue
-        for argv in commands(b.code):
-            env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-            done = subprocess.run(
-                [str(ENTRY), *argv[1:]], cwd=workdir, capture_output=True, text=True, timeout=300, env=env
-            )
-            assert done.returncode == 0, f"{b.id}: {shlex.join(argv)}\n{done.stderr[-2000:]}"
-            ran += 1
-    if not ran:
-        pytest.skip(f"no runnable vlmscope line in {path.name}")
+    for b in [b for b in ALL if b.file == path and b.skip is None]:
+        if b.lang == "python":
+            try:
+                exec(compile(b.code, b.id, "exec"), namespace)
+            except Exception as e:  # name the block, not this line
+                raise AssertionError(f"{b.id}: {type(e).__name__}: {e}") from e
+        elif b in SHELL:
+            for argv in commands(b.code):
+                env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+                done = subprocess.run(
+                    [str(ENTRY), *argv[1:]], cwd=workdir, capture_output=True, text=True, timeout=300, env=env
+                )
+                assert done.returncode == 0, f"{b.id}: {shlex.join(argv)}\n{done.stderr[-2000:]}"
