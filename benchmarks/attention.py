@@ -108,7 +108,7 @@ def build_model(out: Path, config: str) -> str:
 
 
 def main(argv=None) -> int:
-    from common import add_common, fmt_ratio, machine, ratio, write
+    from common import add_common, fmt_ratio, machine, ratio, setup, write
 
     ap = add_common(argparse.ArgumentParser(), "attention.json")
     ap.add_argument("--sizes", default="64,256,1024,4096")
@@ -124,6 +124,7 @@ def main(argv=None) -> int:
         mode, model_dir, tokens = args.worker
         print(json.dumps(worker(mode, model_dir, int(tokens), args)))
         return 0
+    setup(args)
     info = machine(args)
     table = []
     passthrough = [

@@ -101,6 +101,11 @@ def ratio(res: dict, path: str, baseline: str) -> dict:
     return res[path]["vs_" + baseline]
 
 
+def inverse(r: dict) -> dict:
+    """baseline / path from path / baseline (the median of an odd number of rounds inverts exactly)."""
+    return {"median": 1 / r["median"], "min": 1 / r["max"], "max": 1 / r["min"]}
+
+
 def fmt_ratio(r: dict, digits: int = 2) -> str:
     """'1.02x (0.98-1.10)': the median over rounds, then the lowest and highest round."""
     return f"{r['median']:.{digits}f}x ({r['min']:.{digits}f}-{r['max']:.{digits}f})"

@@ -1,18 +1,22 @@
-"""HALP extraction: `vlmscope extract --preset halp` vs the seed-style loop, and memory vs rows.
+"""HALP extraction: `vlmscope extract --preset halp` against the model's own batched generate
+(the floor), per compression, and memory against the number of rows.
 
-Seed-style loop (what the HALP extractor does today), per row, batch 1: the processor,
-`model(**inputs, output_hidden_states=True)` (VF from a hook on the last vision block, VT and QT
-picked from the hidden states), then `model.generate` for the answer, then one HDF5 group per
-sample. vlmscope: one batched generate per batch whose prefill gives VF, VT and QT, written by
-the store writer. Same model, same rows, same machine, same process.
+- floor: `model.generate` over the same batches (inputs prepared beforehand, nothing stored);
+- floor with processor: the same, opening the images and running the processor before each
+  batch's generate, in line (what any extractor must do before the model runs);
+- vlmscope: `extract(..., make_preset("halp"))` over the same rows: images opened and the
+  processor run by the loader thread, one generate per batch capturing VF, VT and QT, the store
+  written by the writer thread (`--compressions gzip,lzf,none`);
+- seed-style loop (`--seed-loop`, slow): per row, batch 1, forward with output_hidden_states, then
+  generate, one HDF5 group per sample.
 
-Memory: `vlmscope extract` on 1k and 10k rows, each in its own process; the peak resident set
-size must not grow with the number of rows.
+Memory: `vlmscope extract` on `--memory-rows` (default 1000,10000) rows, each in its own process;
+peak RSS must not grow with the number of rows.
 
-    python benchmarks/extract.py [--rows 300] [--batch-size 16] [--memory-rows 1000,10000] [--device cpu]
+    python benchmarks/extract.py [--rows 200] [--batch-size 16] [--threads 1] [--rounds 5] [--small]
 
-The model is the bundled shapes model when it is installed, else a small random Qwen2.5-VL
-(4 layers, width 256) from `vlmscope.models.tiny`. Prints a table; writes JSON.
+The model is the bundled shapes model (`--config shapes`, the default) or a random Qwen2.5-VL
+(`--config small`: 4 layers, width 256). Writes benchmarks/results/extract.json.
 """
 
 from __future__ import annotations
@@ -22,25 +26,25 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def model_dir(tmp: Path, small: bool = False) -> tuple[str, str]:
-    """(path, description): the bundled model, else a random one built here."""
+def model_dir(tmp: Path, config: str = "shapes") -> tuple[str, str]:
+    """(path, description): the bundled shapes model, or a random one built here."""
     from vlmscope.assets import bundled_model_dir
     from vlmscope.models.tiny import build_tiny_model
 
     bundled = bundled_model_dir()
-    if bundled is not None:
-        return str(bundled), "bundled shapes model"
-    if small:
-        return str(build_tiny_model("qwen2_5_vl", tmp / "small")), "random Qwen2.5-VL, 3 layers, width 64"
-    path = build_tiny_model("qwen2_5_vl", tmp / "model", text_layers=4, hidden=256, heads=8, kv_heads=4,
-                            vision_hidden=64)
+    if config == "shapes" and bundled is not None:
+        return str(bundled), "bundled shapes model (Qwen3-VL, 4 layers, width 128)"
+    if config == "tiny":
+        return str(build_tiny_model("qwen2_5_vl", tmp / "tiny")), "random Qwen2.5-VL, 3 layers, width 64"
+    path = build_tiny_model(
+        "qwen2_5_vl", tmp / "model", text_layers=4, hidden=256, heads=8, kv_heads=4, vision_hidden=64
+    )
     return str(path), "random Qwen2.5-VL, 4 layers, width 256, vision width 64"
 
 
@@ -71,11 +75,17 @@ def seed_loop(scope, csv_path: Path, out: Path, layers: list[int], max_new_token
         vf = (got["vf"][0] if isinstance(got["vf"], tuple) else got["vf"]).float().mean(0).cpu().numpy()
         last_image = int((inputs["input_ids"][0] == image_token).nonzero()[-1])
         with torch.no_grad():
-            seq = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=proc.tokenizer.pad_token_id)
-        answer = proc.tokenizer.decode(seq[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            seq = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=proc.tokenizer.pad_token_id
+            )
+        answer = proc.tokenizer.decode(seq[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         g = f.create_group(f"question_id_{r['question_id']}")
-        g["question"], g["image_id"], g["answer"], g["ground_truth_answer"] = r["question"], r["image_id"], answer, r["answer"]
+        g["question"], g["image_id"], g["answer"], g["ground_truth_answer"] = (
+            r["question"],
+            r["image_id"],
+            answer,
+            r["answer"],
+        )
         g["vision_only_representation"] = vf
         for name, pos in (("vision_token_representation", last_image), ("query_token_representation", -1)):
             sub = g.create_group(name)
@@ -87,76 +97,170 @@ def seed_loop(scope, csv_path: Path, out: Path, layers: list[int], max_new_token
     return len(rows)
 
 
-def _chunks(csv_path: Path, rows: int, n: int) -> list[Path]:
-    """`n` CSVs of consecutive rows beside `csv_path` (so images/ is found the same way)."""
-    lines = csv_path.read_text().splitlines()
-    header, body = lines[0], lines[1:rows + 1]
-    size = -(-len(body) // n)
-    out = []
-    for k in range(n):
-        path = csv_path.with_name(f"chunk{k}.csv")
-        path.write_text("\n".join([header, *body[k * size:(k + 1) * size]]) + "\n")
-        out.append(path)
-    return out
-
-
 def speed(args, tmp: Path) -> dict:
-    """Both paths over the same rows, in alternating chunks so that both see the same machine load."""
+    """The floor and extraction with each compression over the same rows, interleaved by round."""
+    import torch
+
     import vlmscope
+    from common import interleave
+    from vlmscope import Example
     from vlmscope.data.shapes import export_vqa
     from vlmscope.data.sources import open_source
     from vlmscope.extraction import extract, make_preset
     from vlmscope.specs import parse_layers
 
-    path, what = model_dir(tmp)
+    path, what = model_dir(tmp, args.config)
     csv_path = export_vqa(args.rows, tmp / "data", seed=0)
-    scope = vlmscope.load(path, device=args.device)
-    layers = parse_layers("halp", scope.adapter.num_layers)
+    scope = vlmscope.load(path, device=args.device, dtype=args.dtype)
     preset = make_preset("halp", max_new_tokens=args.max_new_tokens)
-    # warm-up both paths (the first calls with new shapes are several times slower on the CPU)
-    seed_loop(scope, csv_path, tmp / "warm-seed", layers, args.max_new_tokens, 8)
-    extract(scope, open_source(csv_path, limit=2 * args.batch_size), tmp / "warm", preset,
-            batch_size=args.batch_size, progress=False)
-    seed_s = ours_s = 0.0
-    n = ours = 0
-    for k, chunk in enumerate(_chunks(csv_path, args.rows, args.chunks)):
-        t = time.perf_counter()
-        n += seed_loop(scope, chunk, tmp / f"seed{k}", layers, args.max_new_tokens, args.rows)
-        seed_s += time.perf_counter() - t
-        t = time.perf_counter()
-        summary = extract(scope, open_source(chunk), tmp / f"vlmscope{k}", preset, batch_size=args.batch_size,
-                          progress=False)
-        ours_s += time.perf_counter() - t
-        ours += summary.rows
-    assert ours == n
-    return {"model": what, "rows": n, "chunks": args.chunks, "seed_seconds": seed_s, "vlmscope_seconds": ours_s,
-            "seed_rows_per_s": n / seed_s, "vlmscope_rows_per_s": n / ours_s, "speedup": seed_s / ours_s,
-            "dtype": scope.describe()["dtype"], "threads": __import__("torch").get_num_threads()}
+    rows = list(open_source(csv_path))
+    examples = [Example(r.question, images=r.load_images(), id=r.id) for r in rows]
+    batches = [
+        scope.prepare(examples[i : i + args.batch_size], with_answers=False).to(scope.input_device)
+        for i in range(0, len(examples), args.batch_size)
+    ]
+    pad = scope.processor.tokenizer.pad_token_id
+
+    def floor():  # the model's own batched generate over the same batches, inputs ready
+        with torch.inference_mode():
+            for b in batches:
+                scope.model.generate(**b.inputs, max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=pad)
+
+    def floor_prepare():  # the same plus opening the images and running the processor, in line
+        with torch.inference_mode():
+            for r0 in range(0, len(rows), args.batch_size):
+                chunk = [Example(r.question, images=r.load_images(), id=r.id) for r in rows[r0 : r0 + args.batch_size]]
+                b = scope.prepare(chunk, with_answers=False).to(scope.input_device)
+                scope.model.generate(**b.inputs, max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=pad)
+
+    runs = iter(range(10**6))
+
+    def ours(compression: str):
+        def run():
+            summary = extract(
+                scope,
+                open_source(csv_path),
+                tmp / f"out{next(runs)}",
+                preset,
+                batch_size=args.batch_size,
+                checkpoint_every=args.checkpoint_every,
+                compression=compression,
+                progress=False,
+            )
+            assert summary.rows == len(rows), summary.lines()
+
+        return run
+
+    paths = {
+        "floor": floor,
+        "floor_with_processor": floor_prepare,
+        **{f"vlmscope_{c}": ours(c) for c in args.compressions.split(",")},
+    }
+    if args.seed_loop:
+        layers = parse_layers("halp", scope.adapter.num_layers)
+        paths["seed_loop"] = lambda: seed_loop(
+            scope, csv_path, tmp / f"seed{next(runs)}", layers, args.max_new_tokens, args.rows
+        )
+    for fn in paths.values():
+        fn()  # warm-up: the first calls with new shapes are slower
+    res = interleave(paths, args.rounds, "floor", args.device)
+    sizes = {}
+    for c in args.compressions.split(","):
+        extract(
+            scope,
+            open_source(csv_path),
+            tmp / f"size-{c}",
+            preset,
+            batch_size=args.batch_size,
+            checkpoint_every=args.checkpoint_every,
+            compression=c,
+            progress=False,
+        )
+        sizes[c] = sum(p.stat().st_size for p in (tmp / f"size-{c}").glob("part-*.h5"))
+    return {
+        "model": what,
+        "rows": len(rows),
+        "paths": res,
+        "store_bytes": sizes,
+        "rows_per_s": {k: len(rows) / v["median_s"] for k, v in res.items()},
+    }
+
+
+def writer_costs(args, tmp: Path, width: int = 3584, rows: int = 1008) -> dict:
+    """Seconds per 16-row batch the store writer spends (append + the part's commit) and the part's
+    size, per compression, for HALP rows at Qwen2.5-VL-7B's width (11 float32 columns of 3584):
+    random float32 values, and the same rounded to bfloat16 first (a bf16 model's captures are
+    stored as float32, so the low half of every value is zero)."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from vlmscope.store.layout import Record
+    from vlmscope.store.writer import PartWriter
+
+    rng = np.random.default_rng(0)
+    names = ["vf/vision.blocks.31"] + [f"{k}/llm.layers.{i}" for k in ("vt", "qt") for i in (0, 7, 14, 21, 27)]
+    out: dict = {}
+    for origin in ("float32", "bfloat16"):
+
+        def value():
+            x = rng.standard_normal(width).astype(np.float32)
+            return x if origin == "float32" else torch.from_numpy(x).bfloat16().float().numpy()
+
+        recs = [
+            Record(
+                i,
+                f"q{i}",
+                fields={"question": "What colour is the square?", "gt_answer": "red"},
+                arrays={n: value() for n in names},
+            )
+            for i in range(rows)
+        ]
+        for c in args.compressions.split(","):
+            best = float("inf")
+            for r in range(3):
+                d = tmp / f"writer-{origin}-{c}-{r}"
+                d.mkdir()
+                w = PartWriter(d, 0, 0, rows, "{}", c)
+                t = time.perf_counter()
+                for k in range(0, rows, 16):
+                    w.append(recs[k : k + 16])
+                path = w.commit()
+                best = min(best, time.perf_counter() - t)
+            out[f"{c} ({origin} values)"] = {"seconds_per_batch": best / (rows / 16), "part_bytes": path.stat().st_size}
+    return out
 
 
 def memory_worker(model: str, csv_path: str, rows: int, out: str, args) -> dict:
     import vlmscope
-    from common import measure, rss_bytes
+    from common import measure, peak_rss, rss_bytes, setup
     from vlmscope.data.sources import open_source
     from vlmscope.extraction import extract, make_preset
 
-    scope = vlmscope.load(model, device=args.device)
+    setup(args)
+    scope = vlmscope.load(model, device=args.device, dtype=args.dtype)
     after_load = rss_bytes()
-    seconds, growth, summary = measure(lambda: extract(
-        scope, open_source(csv_path, limit=rows), out, make_preset("halp", max_new_tokens=args.memory_new_tokens),
-        batch_size=args.batch_size, checkpoint_every=1000, progress=False), args.device)
-    return {"rows": summary.rows, "seconds": seconds, "rows_per_s": summary.rows / seconds,
-            "peak_rss_mib": peak_rss() / 2**20, "rss_after_load_mib": after_load / 2**20,
-            "growth_during_extract_mib": growth / 2**20}
-
-
-def peak_rss() -> int:
-    """VmHWM: the peak resident set of this process image (ru_maxrss would include the parent's,
-    inherited across fork and exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    seconds, growth, summary = measure(
+        lambda: extract(
+            scope,
+            open_source(csv_path, limit=rows),
+            out,
+            make_preset("halp", max_new_tokens=args.memory_new_tokens),
+            batch_size=args.batch_size,
+            checkpoint_every=1000,
+            progress=False,
+        ),
+        args.device,
+    )
+    return {
+        "rows": summary.rows,
+        "seconds": seconds,
+        "rows_per_s": summary.rows / seconds,
+        "peak_rss_mib": peak_rss() / 2**20,
+        "rss_after_load_mib": after_load / 2**20,
+        "growth_during_extract_mib": growth / 2**20,
+    }
 
 
 def memory(args, tmp: Path) -> tuple[str, list[dict]]:
@@ -165,64 +269,88 @@ def memory(args, tmp: Path) -> tuple[str, list[dict]]:
     sizes = [int(s) for s in args.memory_rows.split(",") if s]
     if not sizes:
         return "", []
-    path, what = model_dir(tmp, small=True)
+    path, what = model_dir(tmp, "tiny")
     csv_path = export_vqa(max(sizes), tmp / "memdata", seed=1)
     out = []
     for rows in sizes:
-        cmd = [sys.executable, __file__, "--memory-worker", path, str(csv_path), str(rows), str(tmp / f"mem{rows}"),
-               "--device", args.device, "--batch-size", str(args.batch_size),
-               "--memory-new-tokens", str(args.memory_new_tokens)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--memory-worker",
+            path,
+            str(csv_path),
+            str(rows),
+            str(tmp / f"mem{rows}"),
+            "--device",
+            args.device,
+            "--dtype",
+            args.dtype,
+            "--threads",
+            str(args.threads),
+            "--batch-size",
+            str(args.batch_size),
+            "--memory-new-tokens",
+            str(args.memory_new_tokens),
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise SystemExit(res.stderr[-3000:])
         out.append(json.loads(res.stdout.strip().splitlines()[-1]))
-        print(f"  memory: {rows} rows, peak RSS {out[-1]['peak_rss_mib']:.0f} MiB, "
-              f"{out[-1]['rows_per_s']:.1f} rows/s", flush=True)
+        print(
+            f"  memory: {rows} rows, peak RSS {out[-1]['peak_rss_mib']:.0f} MiB, {out[-1]['rows_per_s']:.1f} rows/s",
+            flush=True,
+        )
     return what, out
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=300)
-    ap.add_argument("--chunks", type=int, default=3, help="alternate the two paths over this many chunks of rows")
+    from common import add_common, fmt_ratio, inverse, machine, setup, write
+
+    ap = add_common(argparse.ArgumentParser(), "extract.json")
+    ap.add_argument("--config", default="shapes", choices=("shapes", "small", "tiny"))
+    ap.add_argument("--rows", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--checkpoint-every", type=int, default=1000)
     ap.add_argument("--max-new-tokens", type=int, default=8)
+    ap.add_argument("--compressions", default="gzip,lzf,none")
+    ap.add_argument("--seed-loop", action="store_true", help="also time the seed-style loop (slow)")
     ap.add_argument("--memory-rows", default="1000,10000")
     ap.add_argument("--memory-new-tokens", type=int, default=4)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default=str(HERE / "results" / "extract.json"))
     ap.add_argument("--memory-worker", nargs=4, metavar=("MODEL", "CSV", "ROWS", "OUT"))
     args = ap.parse_args(argv)
     if args.memory_worker:
         model, csv_path, rows, out = args.memory_worker
         print(json.dumps(memory_worker(model, csv_path, int(rows), out, args)))
         return 0
+    if args.small:
+        args.rows, args.rounds, args.memory_rows = 64, 3, "200,1000"
+    setup(args)
+    info = machine(args)
     with tempfile.TemporaryDirectory() as tmp:
         s = speed(args, Path(tmp))
-        print(f"  speed: seed-style {s['seed_rows_per_s']:.2f} rows/s, vlmscope {s['vlmscope_rows_per_s']:.2f} rows/s",
-              flush=True)
+        for k, v in s["paths"].items():
+            if k != "floor":
+                speed_ = fmt_ratio(inverse(v["vs_floor"]))
+                print(f"  {k}: {s['rows_per_s'][k]:.1f} rows/s, {speed_} of the floor's speed", flush=True)
+        s["writer"] = writer_costs(args, Path(tmp))
+        for c, v in s["writer"].items():
+            print(f"  writer, {c}: {v['seconds_per_batch'] * 1000:.1f} ms per 16 rows at width 3584", flush=True)
         mem_model, mem = memory(args, Path(tmp))
-    print(f"\nHALP extraction, {s['rows']} shapes rows, {s['model']}, {args.device} ({s['threads']} threads), "
-          f"{s['dtype']}, {args.max_new_tokens} new tokens")
-    print("| path | rows/s | seconds |")
-    print("|---|---|---|")
-    print(f"| seed-style loop (batch 1, forward + generate) | {s['seed_rows_per_s']:.2f} | {s['seed_seconds']:.1f} |")
-    print(f"| vlmscope extract --preset halp (batch {args.batch_size}) | {s['vlmscope_rows_per_s']:.2f} | "
-          f"{s['vlmscope_seconds']:.1f} |")
-    print(f"| speed-up | {s['speedup']:.2f}x | |")
-    if mem:
-        print(f"\nMemory of vlmscope extract --preset halp ({mem_model}, {args.memory_new_tokens} new tokens, "
-              f"batch {args.batch_size}), one process per size")
-        print("| rows | peak RSS MiB | RSS after model load MiB | growth during extraction MiB | rows/s |")
-        print("|---|---|---|---|---|")
-        for m in mem:
-            print(f"| {m['rows']} | {m['peak_rss_mib']:.0f} | {m['rss_after_load_mib']:.0f} | "
-                  f"{m['growth_during_extract_mib']:.0f} | {m['rows_per_s']:.1f} |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"device": args.device, "batch_size": args.batch_size,
-                                          "max_new_tokens": args.max_new_tokens, "speed": s,
-                                          "memory_model": mem_model, "memory_new_tokens": args.memory_new_tokens,
-                                          "memory": mem}, indent=1))
+    write(
+        args.out,
+        {
+            "benchmark": "extract",
+            "config": args.config,
+            "batch_size": args.batch_size,
+            "max_new_tokens": args.max_new_tokens,
+            "rounds": args.rounds,
+            "machine": info,
+            "speed": s,
+            "memory_model": mem_model,
+            "memory_new_tokens": args.memory_new_tokens,
+            "memory": mem,
+        },
+    )
     return 0
 
 

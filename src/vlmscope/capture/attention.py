@@ -88,28 +88,52 @@ def row_probabilities(
     is sliced instead of gathered, and without a mask it sees every key, so no causal mask is built.
     """
     b, h, q, d = query.shape
+    if last:
+        return last_row_probabilities(query[:, :, q - 1 :].contiguous(), key, mask, scaling)
     k_len, kv_heads = key.shape[2], key.shape[1]
-    r = 1 if last else len(rows)
-    picked = query[:, :, q - 1 :].contiguous() if last else query[:, :, rows]
+    r = len(rows)
+    picked = query[:, :, rows]
     # group query heads by the key head they share (as repeat_kv does) instead of copying keys
     qr = picked.reshape(b, kv_heads, (h // kv_heads) * r, d)
     scores = torch.matmul(qr, key.transpose(-1, -2)).reshape(b, h, r, k_len).float()
     scores = scores * (scaling if scaling is not None else d**-0.5)
     if mask is not None and mask.dim() == 4:
-        m = mask[:, :, q - 1 : q, :k_len] if last else mask[:, :, rows, :k_len]
+        m = mask[:, :, rows, :k_len]
         if m.dtype == torch.bool:
             scores = scores.masked_fill(~m, float("-inf"))
         else:
             scores = scores + m.float()
     else:
-        if not last:
-            abs_rows = rows.to(query.device) + (k_len - q)
-            causal = torch.arange(k_len, device=query.device)[None, :] <= abs_rows[:, None]
-            scores = scores.masked_fill(~causal[None, None], float("-inf"))
+        abs_rows = rows.to(query.device) + (k_len - q)
+        causal = torch.arange(k_len, device=query.device)[None, :] <= abs_rows[:, None]
+        scores = scores.masked_fill(~causal[None, None], float("-inf"))
         if mask is not None and mask.dim() == 2:  # flash-style padding mask [B, K]
             scores = scores.masked_fill(~mask[:, None, None, :k_len].bool(), float("-inf"))
+    return torch.softmax(scores, dim=-1).nan_to_num(0.0)
+
+
+def last_row_probabilities(
+    query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float | None
+) -> torch.Tensor:
+    """[..., B, H, 1, K] probabilities of the last query row, for one layer or for several
+    stacked in front (query [..., B, H, 1, d], the row itself; key [..., B, kv, K, d]). `mask` is
+    the layer's mask for the whole query (its last row is used); without one the last row sees
+    every key, so no causal mask is built."""
+    *lead, b, h, _, d = query.shape
+    kv_heads, k_len = key.shape[-3], key.shape[-2]
+    qr = query.reshape(*lead, b, kv_heads, h // kv_heads, d)
+    scores = torch.matmul(qr, key.transpose(-1, -2)).reshape(*lead, b, h, 1, k_len).float()
+    scores = scores * (scaling if scaling is not None else d**-0.5)
+    if mask is not None and mask.dim() == 4:
+        m = mask[:, :, -1:, :k_len]
+        if m.dtype == torch.bool:
+            scores = scores.masked_fill(~m, float("-inf"))
+        else:
+            scores = scores + m.float()
+    elif mask is not None and mask.dim() == 2:  # flash-style padding mask [B, K]
+        scores = scores.masked_fill(~mask[:, None, None, :k_len].bool(), float("-inf"))
     probs = torch.softmax(scores, dim=-1)
-    return probs if last and mask is None else probs.nan_to_num(0.0)
+    return probs if mask is None else probs.nan_to_num(0.0)
 
 
 @contextmanager

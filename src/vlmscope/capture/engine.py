@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..errors import VlmscopeError
 from ..sites import SiteSpec
 from ..specs import Selection
-from .attention import intervening, row_probabilities
+from .attention import intervening, last_row_probabilities, row_probabilities
 from .edits import EditRequest, apply
 from .plan import Request
 from .trace import Trace
@@ -132,10 +132,11 @@ class CaptureRun:
         self.chunks: dict[str, list[tuple]] = {r.key: [] for r in requests}
         sequence = [r.selection for r in requests if not r.site.is_vision]
         sequence += [e.selection for e in self.edits if not e.site.is_vision]
-        self.wanted = {sel: self._wanted(sel) for sel in sequence}
+        self.wanted = {sel: self._wanted(sel) for sel in dict.fromkeys(sequence)}
         self.flat = {sel: self._flat(sel) for sel in self.wanted}
         self._steps: dict[tuple, _Step | None] = {}
         self._last_step: tuple | None = None
+        self._deferred: list[tuple] = []  # attention rows computed when their step ends
         self._decode: dict[int, tuple] = {}
         self._pads = torch.tensor(batch.pad, dtype=torch.long)
         self._prefill_only: list = []  # hook handles nobody needs once decoding starts
@@ -305,6 +306,8 @@ class CaptureRun:
         self.step_start += self.step_len
         self.step_len = x.shape[1]
         self._norm = None
+        if self._deferred:
+            self._flush_rows()
         if self.step_start >= self.T0 and self._prefill_only:
             for h in self._prefill_only:  # decoding: hooks that only keep prompt rows are done
                 h.remove()
@@ -408,8 +411,30 @@ class CaptureRun:
             step.union, step.pick = union.to(self.device), torch.searchsorted(union, step.p - start)
             step.last = union.tolist() == [length - 1]
             step.every = step.last and step.b.tolist() == list(range(self.batch.size))
-        probs = row_probabilities(query.detach(), key.detach(), mask, step.union, scaling, last=step.last)
+        if step.last:  # one row: computed for every layer at once when the step ends
+            self._deferred.append((req, query.detach()[:, :, -1:], key.detach(), mask, scaling, step))
+            return
+        probs = row_probabilities(query.detach(), key.detach(), mask, step.union, scaling)
         self.chunks[req.key].append((probs, step))
+
+    def _flush_rows(self) -> None:
+        """The deferred last rows of the step, one batched product per group of layers that share
+        key shape, mask and scaling (their keys stacked)."""
+        pending, self._deferred = self._deferred, []
+        groups: dict[tuple, list[tuple]] = {}
+        for item in pending:
+            _, q, k, mask, scaling, _ = item
+            groups.setdefault((tuple(q.shape), tuple(k.shape), id(mask), scaling), []).append(item)
+        for items in groups.values():
+            _, _, _, mask, scaling, _ = items[0]
+            if len(items) == 1:
+                probs = [last_row_probabilities(items[0][1].contiguous(), items[0][2], mask, scaling)]
+            else:
+                q = torch.stack([it[1] for it in items])
+                k = torch.stack([it[2] for it in items])
+                probs = list(last_row_probabilities(q, k, mask, scaling).unbind(0))
+            for (req, *_, step), p in zip(items, probs):
+                self.chunks[req.key].append((p, step))
 
     # ---- running ------------------------------------------------------------------------------
     @contextmanager
@@ -427,6 +452,7 @@ class CaptureRun:
     def finish(self, final_lengths: list[int], limits: list[int] | None = None, token_maps=None) -> Trace:
         """Join the steps, drop rows at positions >= limits[b] (steps an example took after it had
         finished, in a batched generate), reduce on the device, move to the CPU."""
+        self._flush_rows()
         trace = Trace(token_maps or self.batch.token_maps)
         trace.stopped_early = self.stopped
         for r in self.requests:
@@ -478,12 +504,18 @@ class CaptureRun:
     def _attention_captures(self, r: Request, final_lengths: list[int], limits: list[int] | None):
         """Per example [H, n, T] (T: its final unpadded length) or [H, n, kept columns]."""
         order, sizes, kept = self._joined(r, limits)
-        width = max(c[0].shape[-1] for c in self.chunks[r.key])
-        rows = []
-        for probs, step in self.chunks[r.key]:  # one gather per step: [n, H, K_step], padded to width
-            x = probs[:, :, 0] if step.every else probs[step.b_dev, :, step.pick.to(probs.device)]
-            rows.append(F.pad(x, (0, width - x.shape[-1])) if x.shape[-1] < width else x)
-        x = torch.cat(rows)[order.to(rows[0].device)].to("cpu", self.dtype or torch.float32)
+        chunks = self.chunks[r.key]
+        width = max(c[0].shape[-1] for c in chunks)
+        n = sum(c[0].shape[0] if c[1].every else len(c[1].b) for c in chunks)
+        x = chunks[0][0].new_zeros((n, chunks[0][0].shape[1], width))  # [rows, H, width], zero-padded keys
+        i = 0
+        for probs, step in chunks:  # one copy per step
+            part = probs[:, :, 0] if step.every else probs[step.b_dev, :, step.pick.to(probs.device)]
+            x[i : i + len(part), :, : part.shape[-1]] = part
+            i += len(part)
+        if len(order) != n or not bool((order == torch.arange(n)).all()):
+            x = x[order.to(x.device)]
+        x = x.to("cpu", self.dtype or torch.float32)
         cols = self.columns[r.key]
         out = []
         for b, part in enumerate(torch.split(x, sizes)):
