@@ -115,10 +115,10 @@ def row_probabilities(
 def last_row_probabilities(
     query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float | None
 ) -> torch.Tensor:
-    """[..., B, H, 1, K] probabilities of the last query row, for one layer or for several
-    stacked in front (query [..., B, H, 1, d], the row itself; key [..., B, kv, K, d]). `mask` is
-    the layer's mask for the whole query (its last row is used); without one the last row sees
-    every key, so no causal mask is built."""
+    """[B, H, 1, K] probabilities of the last query row (query [B, H, 1, d], that row itself;
+    key [B, kv, K, d]). `mask` is the layer's mask for the whole query (its last row is used);
+    without one the last row sees every key, so no causal mask is built. Leading dimensions
+    before B are carried along."""
     *lead, b, h, _, d = query.shape
     kv_heads, k_len = key.shape[-3], key.shape[-2]
     qr = query.reshape(*lead, b, kv_heads, h // kv_heads, d)

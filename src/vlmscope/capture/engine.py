@@ -136,7 +136,6 @@ class CaptureRun:
         self.flat = {sel: self._flat(sel) for sel in self.wanted}
         self._steps: dict[tuple, _Step | None] = {}
         self._last_step: tuple | None = None
-        self._deferred: list[tuple] = []  # attention rows computed when their step ends
         self._decode: dict[int, tuple] = {}
         self._pads = torch.tensor(batch.pad, dtype=torch.long)
         self._prefill_only: list = []  # hook handles nobody needs once decoding starts
@@ -306,8 +305,6 @@ class CaptureRun:
         self.step_start += self.step_len
         self.step_len = x.shape[1]
         self._norm = None
-        if self._deferred:
-            self._flush_rows()
         if self.step_start >= self.T0 and self._prefill_only:
             for h in self._prefill_only:  # decoding: hooks that only keep prompt rows are done
                 h.remove()
@@ -411,30 +408,11 @@ class CaptureRun:
             step.union, step.pick = union.to(self.device), torch.searchsorted(union, step.p - start)
             step.last = union.tolist() == [length - 1]
             step.every = step.last and step.b.tolist() == list(range(self.batch.size))
-        if step.last:  # one row: computed for every layer at once when the step ends
-            self._deferred.append((req, query.detach()[:, :, -1:], key.detach(), mask, scaling, step))
-            return
-        probs = row_probabilities(query.detach(), key.detach(), mask, step.union, scaling)
+        if step.last:  # the last row only: sliced, and no causal mask to build
+            probs = last_row_probabilities(query.detach()[:, :, -1:].contiguous(), key.detach(), mask, scaling)
+        else:
+            probs = row_probabilities(query.detach(), key.detach(), mask, step.union, scaling)
         self.chunks[req.key].append((probs, step))
-
-    def _flush_rows(self) -> None:
-        """The deferred last rows of the step, one batched product per group of layers that share
-        key shape, mask and scaling (their keys stacked)."""
-        pending, self._deferred = self._deferred, []
-        groups: dict[tuple, list[tuple]] = {}
-        for item in pending:
-            _, q, k, mask, scaling, _ = item
-            groups.setdefault((tuple(q.shape), tuple(k.shape), id(mask), scaling), []).append(item)
-        for items in groups.values():
-            _, _, _, mask, scaling, _ = items[0]
-            if len(items) == 1:
-                probs = [last_row_probabilities(items[0][1].contiguous(), items[0][2], mask, scaling)]
-            else:
-                q = torch.stack([it[1] for it in items])
-                k = torch.stack([it[2] for it in items])
-                probs = list(last_row_probabilities(q, k, mask, scaling).unbind(0))
-            for (req, *_, step), p in zip(items, probs):
-                self.chunks[req.key].append((p, step))
 
     # ---- running ------------------------------------------------------------------------------
     @contextmanager
@@ -452,7 +430,6 @@ class CaptureRun:
     def finish(self, final_lengths: list[int], limits: list[int] | None = None, token_maps=None) -> Trace:
         """Join the steps, drop rows at positions >= limits[b] (steps an example took after it had
         finished, in a batched generate), reduce on the device, move to the CPU."""
-        self._flush_rows()
         trace = Trace(token_maps or self.batch.token_maps)
         trace.stopped_early = self.stopped
         for r in self.requests:
