@@ -110,9 +110,10 @@ def lens(d: dict) -> list[str]:
     out = ["| data | vectors x dim | IVF vs brute force | recall@10 |", "|---|---|---|---|"]
     for c in d["cases"]:
         q = c["query"]
+        d = 0 if q["speedup_min"] >= 10 else 2
         out.append(
-            f"| {c['data']} | {c['vectors']:,} x {c['dim']} | {q['speedup_median']:.0f}x "
-            f"({q['speedup_min']:.0f}-{q['speedup_max']:.0f}) | {c['recall_at_10']:.3f} |"
+            f"| {c['data']} | {c['vectors']:,} x {c['dim']} | {q['speedup_median']:.{d}f}x "
+            f"({q['speedup_min']:.{d}f}-{q['speedup_max']:.{d}f}) | {c['recall_at_10']:.3f} |"
         )
     return out
 
