@@ -432,16 +432,19 @@ class CaptureRun:
         finished, in a batched generate), reduce on the device, move to the CPU."""
         trace = Trace(token_maps or self.batch.token_maps)
         trace.stopped_early = self.stopped
+        attention = [r for r in self.requests if r.site.is_attention]
+        rows = [self._attention_rows(r, limits) for r in attention]
+        on_cpu = _to_cpu([x for x, *_ in rows], self.dtype or torch.float32)  # one copy for every layer
+        for r, (_, sizes, kept), x in zip(attention, rows, on_cpu):
+            trace.captures[r.key] = self._attention_split(r, x, sizes, final_lengths)
+            trace.positions[r.key] = kept
         for r in self.requests:
             if r.site.is_vision:
                 trace.captures[r.key] = [self._vision_capture(r, b) for b in range(self.batch.size)]
-                continue
-            if r.site.is_attention:
-                per_example, kept_all = self._attention_captures(r, final_lengths, limits)
-            else:
-                per_example, kept_all = self._sequence_captures(r, limits)
-            trace.captures[r.key] = per_example
-            trace.positions[r.key] = kept_all
+            elif not r.site.is_attention:
+                trace.captures[r.key], trace.positions[r.key] = self._sequence_captures(r, limits)
+        trace.captures = {r.key: trace.captures[r.key] for r in self.requests}  # the plan's order
+        trace.positions = {r.key: trace.positions[r.key] for r in self.requests if r.key in trace.positions}
         return trace
 
     def _joined(self, r: Request, limits: list[int] | None):
@@ -478,13 +481,14 @@ class CaptureRun:
         parts = torch.split(x, sizes)
         return [REDUCERS[r.reduce](p).to("cpu", dtype) for p in parts], kept
 
-    def _attention_captures(self, r: Request, final_lengths: list[int], limits: list[int] | None):
-        """Per example [H, n, T] (T: its final unpadded length) or [H, n, kept columns]."""
+    def _attention_rows(self, r: Request, limits: list[int] | None):
+        """(every kept row of `r` on the device [rows, H, width], grouped by example; rows per
+        example; their positions)."""
         order, sizes, kept = self._joined(r, limits)
         chunks = self.chunks[r.key]
         width = max(c[0].shape[-1] for c in chunks)
         n = sum(c[0].shape[0] if c[1].every else len(c[1].b) for c in chunks)
-        x = chunks[0][0].new_zeros((n, chunks[0][0].shape[1], width))  # [rows, H, width], zero-padded keys
+        x = chunks[0][0].new_zeros((n, chunks[0][0].shape[1], width))  # zero-padded keys
         i = 0
         for probs, step in chunks:  # one copy per step
             part = probs[:, :, 0] if step.every else probs[step.b_dev, :, step.pick.to(probs.device)]
@@ -492,7 +496,10 @@ class CaptureRun:
             i += len(part)
         if len(order) != n or not bool((order == torch.arange(n)).all()):
             x = x[order.to(x.device)]
-        x = x.to("cpu", self.dtype or torch.float32)
+        return x, sizes, kept
+
+    def _attention_split(self, r: Request, x: torch.Tensor, sizes: list[int], final_lengths: list[int]):
+        """Per example [H, n, T] (T: its final unpadded length) or [H, n, kept columns]."""
         cols = self.columns[r.key]
         out = []
         for b, part in enumerate(torch.split(x, sizes)):
@@ -507,7 +514,7 @@ class CaptureRun:
             if r.reduce != "none":
                 part = REDUCERS[r.reduce](part.transpose(0, 1))
             out.append(part.contiguous() if r.reduce == "none" else part)
-        return out, kept
+        return out
 
     def _vision_capture(self, r: Request, b: int) -> torch.Tensor:
         parts = self.buffers[r.key][b]
@@ -529,3 +536,11 @@ class CaptureRun:
         if width is None:
             raise VlmscopeError(f"nothing captured at {key}: no example of the batch has an image")
         return torch.zeros(0, width, device=self.device)
+
+
+def _to_cpu(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+    """`tensors` on the CPU in `dtype`; from an accelerator in one transfer (one sync, not one per layer)."""
+    if len(tensors) < 2 or tensors[0].device.type == "cpu":
+        return [t.to("cpu", dtype) for t in tensors]
+    flat = torch.cat([t.reshape(-1).to(dtype) for t in tensors]).to("cpu")
+    return [p.view(t.shape) for p, t in zip(torch.split(flat, [t.numel() for t in tensors]), tensors)]
