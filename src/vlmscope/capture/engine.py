@@ -394,10 +394,10 @@ class CaptureRun:
 
     def observe(self, module, query, key, mask, scaling):
         """Called by the attention wrapper for every decoder layer during a recording."""
-        for req in self._attn.get(getattr(module, "layer_idx", -1), []):
-            self._observe(req, query, key, mask, scaling)
+        for req, chunks in self._attn.get(getattr(module, "layer_idx", -1), ()):
+            self._observe(req, chunks, query, key, mask, scaling)
 
-    def _observe(self, req: Request, query, key, mask, scaling):
+    def _observe(self, req: Request, chunks: list, query, key, mask, scaling):
         length = query.shape[2]
         start = self.step_start + self.step_len - length
         step = self.step_rows(req.selection, start, length)
@@ -412,12 +412,12 @@ class CaptureRun:
             probs = last_row_probabilities(query.detach()[:, :, -1:].contiguous(), key.detach(), mask, scaling)
         else:
             probs = row_probabilities(query.detach(), key.detach(), mask, step.union, scaling)
-        self.chunks[req.key].append((probs, step))
+        chunks.append((probs, step))
 
     # ---- running ------------------------------------------------------------------------------
     @contextmanager
     def active(self):
-        self._attn = self.attention_layers()
+        self._attn = {i: [(r, self.chunks[r.key]) for r in reqs] for i, reqs in self.attention_layers().items()}
         with ExitStack() as stack:
             regs = self.registrations()
             handles = stack.enter_context(hooks([r[:3] for r in regs]))
