@@ -3,6 +3,10 @@ same `from_pretrained` path real checkpoints take."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -47,3 +51,17 @@ def images():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium per test process, shared by every browser test: Playwright's sync API
+    allows one running instance per thread. Skipped when Playwright or Chromium is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = os.environ.get("VLMSCOPE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).is_file():
+        pytest.skip(f"no Chromium binary at {chromium}")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"], headless=True)
+        yield b
+        b.close()

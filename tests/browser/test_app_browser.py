@@ -8,6 +8,7 @@ import io
 
 import numpy as np
 import pytest
+from app_server import app_url, artifacts, limits, models, page  # noqa: F401 (fixtures; skips without a browser)
 from helpers import DEMO, DEMO_2, PROMPT, generate, grid, set_slider, status, upload, wait_json, wait_status
 from PIL import Image
 

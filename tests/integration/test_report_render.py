@@ -79,28 +79,24 @@ def test_tiny_qwen2_5_vl_with_a_large_token_grid_stays_small(tiny_dirs, tmp_path
     assert (out / "report.html").stat().st_size < LIMIT / 4
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
-def test_clicking_a_map_and_switching_the_scale_update_the_detail(big_report):
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.goto(big_report.as_uri())
-            title = page.locator("#d-title")
-            assert "method: raw" in title.inner_text() and "scale: per token" in title.inner_text()
-            # the masking map of token 1: the detail shows that cell's layer and names it
-            page.click("#c-1-1")
-            assert "method: masking" in title.inner_text() and "token 1:" in title.inner_text()
-            own = page.get_attribute("#t-1-1-0 img.s-token", "src")
-            assert page.get_attribute("#d-0", "src") == own
-            # shared scale: another layer, the colour bar's top value is the method's shared maximum
-            page.check("input[name=scale][value=shared]")
-            assert "scale: shared across tokens" in title.inner_text()
-            assert page.get_attribute("#d-0", "src") == page.get_attribute("#t-1-1-0 img.s-shared", "src") != own
-            data = json.loads(page.locator("#maps-data").inner_text())
-            top = page.locator("#d-bar-0 .t-max").inner_text()
-            assert float(top) == pytest.approx(data["shared"][1]["vmax"], rel=1e-2)
-            assert page.locator("#t-1-1-0 img.s-token").is_hidden()
-        finally:
-            browser.close()
+def test_clicking_a_map_and_switching_the_scale_update_the_detail(big_report, browser):
+    page = browser.new_page()
+    try:
+        page.goto(big_report.as_uri())
+        title = page.locator("#d-title")
+        assert "method: raw" in title.inner_text() and "scale: per token" in title.inner_text()
+        # the masking map of token 1: the detail shows that cell's layer and names it
+        page.click("#c-1-1")
+        assert "method: masking" in title.inner_text() and "token 1:" in title.inner_text()
+        own = page.get_attribute("#t-1-1-0 img.s-token", "src")
+        assert page.get_attribute("#d-0", "src") == own
+        # shared scale: another layer, the colour bar's top value is the method's shared maximum
+        page.check("input[name=scale][value=shared]")
+        assert "scale: shared across tokens" in title.inner_text()
+        assert page.get_attribute("#d-0", "src") == page.get_attribute("#t-1-1-0 img.s-shared", "src") != own
+        data = json.loads(page.locator("#maps-data").inner_text())
+        top = page.locator("#d-bar-0 .t-max").inner_text()
+        assert float(top) == pytest.approx(data["shared"][1]["vmax"], rel=1e-2)
+        assert page.locator("#t-1-1-0 img.s-token").is_hidden()
+    finally:
+        page.close()

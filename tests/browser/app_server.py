@@ -1,4 +1,5 @@
-"""The app served on localhost in a thread (random free port) with the bundled model and a tiny
+"""Fixtures of the browser tests (imported by them; not a conftest.py, whose module name would
+shadow tests/conftest.py's helpers): the app served on localhost in a thread (random free port) with the bundled model and a tiny
 random Qwen2.5-VL that shares its tokenizer, driven by headless Chromium through Playwright.
 
 Skipped cleanly when Gradio, Playwright or a Chromium binary is missing."""
@@ -54,16 +55,6 @@ def app_url(models, limits):
     launch(demo, host="127.0.0.1", port=port, limits=limits, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
-
-
-@pytest.fixture(scope="session")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture
