@@ -133,7 +133,16 @@ def _wait(predicate, proc, what: str, seconds: float = 180):
         time.sleep(0.01)
 
 
-def test_second_process_on_a_running_store_is_refused(tiny_dirs, tmp_path, capsys):
+def _refuse_loading(monkeypatch):
+    import vlmscope.models.loading
+    import vlmscope.scope
+
+    refuse = lambda *a, **k: pytest.fail("the model was loaded")  # noqa: E731
+    monkeypatch.setattr(vlmscope.scope, "load", refuse)
+    monkeypatch.setattr(vlmscope.models.loading, "load_model", refuse)
+
+
+def test_second_process_on_a_running_store_is_refused(tiny_dirs, tmp_path, capsys, monkeypatch):
     csv = export_vqa(6, tmp_path / "data", seed=6)
     out = tmp_path / "out"
     args = [csv, "--model", tiny_dirs["qwen2_vl"], "--checkpoint-every", "2", "--batch-size", "1",
@@ -142,9 +151,8 @@ def test_second_process_on_a_running_store_is_refused(tiny_dirs, tmp_path, capsy
     try:
         _wait(lambda: (out / "run.json").is_file(), first, "run.json")
         os.kill(first.pid, signal.SIGSTOP)  # a stopped process still holds its lock: no race on timing
-        # refused before any model is loaded: the model path does not even exist
-        assert main(["extract", *map(str, args[:1]), "--model", str(tmp_path / "no-model"), "--out", str(out),
-                     "--resume", "--device", "cpu"]) == 2
+        _refuse_loading(monkeypatch)  # refused before any model is loaded
+        assert main(["extract", *map(str, args[:3]), "--out", str(out), "--resume", "--device", "cpu"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"is in use: process {first.pid} is extracting into it" in err
     finally:
@@ -174,13 +182,12 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     assert resumed.returncode == 0 and "complete, 12 rows" in resumed.stdout, resumed.stderr
 
 
-def test_non_utf8_csv_is_refused_before_the_model_loads(tmp_path, capsys):
+def test_non_utf8_csv_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
     random_image(32, 32, 0).save(tmp_path / "a.png")
     rows = "".join(f"{i},a.png,Question {i} {'x' * 60}?\n" for i in range(200))
     (tmp_path / "q.csv").write_bytes(("question_id,image_id,question\n" + rows).encode() + b"200,a.png,caf\xe9?\n")
-    # the model path does not exist: the encoding error must come first
-    assert main(["extract", str(tmp_path / "q.csv"), "--model", str(tmp_path / "no-model"),
-                 "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    _refuse_loading(monkeypatch)  # the encoding error must come before any model loads
+    assert main(["extract", str(tmp_path / "q.csv"), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not UTF-8: line 202 has byte 0xe9" in err
     assert not (tmp_path / "out").exists()

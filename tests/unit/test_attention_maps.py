@@ -139,10 +139,13 @@ def test_rendering_sizes_and_self_contained_html(scopes, tmp_path):
 
     tokens = sorted((tmp_path / "tokens").glob("*_heatmap.png"))
     assert len(tokens) == len(r.token_ids)
-    assert Image.open(tokens[0]).size == (110, 70)  # the original image's size
+    heat = Image.open(tokens[0])
+    assert heat.height == 70 and heat.width > 110  # the original image's size (under 1024 px), then a colour bar
     side = [p for p in (tmp_path / "tokens").glob("*.png") if not p.name.endswith("_heatmap.png")][0]
     assert Image.open(side).size[0] > 2 * 110 - 1
     page = (tmp_path / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == len(r.token_ids) and 'src="http' not in page
+    # one cell per token, each with a per-token and a shared-scale layer; every image inline
+    assert page.count('class="layer s-token"') == page.count('class="layer s-shared"') == len(r.token_ids)
+    assert "data:image/png;base64," in page and 'src="http' not in page and "<script src" not in page
     assert (tmp_path / "maps.pdf").read_bytes()[:4] == b"%PDF"
     assert np.load(written["npz"])["maps"].shape == r.maps.shape

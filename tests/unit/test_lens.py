@@ -170,7 +170,7 @@ def test_contextual_lens_reads_the_index(shapes_scope, caption_file, tmp_path):
         assert got[0].caption in CAPTIONS and got[0].caption_id == CAPTIONS.index(got[0].caption)
     paths = result.save(tmp_path / "page")
     page = paths["html"].read_text()
-    assert "data:image/png;base64," in page and "<script src" not in page
+    assert ("data:image/png;base64," in page or "data:image/jpeg;base64," in page) and "<script src" not in page
     assert json.loads(paths["json"].read_text())["layers"] == [2, 3]
 
 
