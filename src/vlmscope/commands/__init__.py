@@ -211,6 +211,22 @@ def check_layers(spec, what: str = "layer") -> None:
         check_layer_syntax(spec, what)
 
 
+def check_heads(spec) -> None:
+    """A head spec before the model loads: layer.head pairs or a heads.json, else the layer-spec
+    syntax applied to heads (its range is checked after)."""
+    from ..methods.heads import check_head_spec, is_pairs
+
+    check_head_spec(spec) if is_pairs(spec) else check_layers(spec, "head")
+
+
+def add_box_source_args(p, n: int, seed: int, n_help: str) -> None:
+    """Where the questions with object boxes come from (`evaluate`, `heads`)."""
+    p.add_argument("--source", default="shapes", help="'shapes' (fresh scenes) or a VQA CSV with box_x0..box_y1")
+    p.add_argument("--images-dir", default=None, help="images of a CSV source (default: images/ beside it)")
+    p.add_argument("--n", type=int, default=n, help=n_help)
+    p.add_argument("--seed", type=int, default=seed, help="shapes scenes are generated fresh from this seed")
+
+
 def check_sites(names: str) -> None:
     """Site names that no registered family has, before the model loads (a name that only some
     family has is checked against the loaded model's own table)."""

@@ -6,6 +6,7 @@ from . import (
     add_example_args,
     add_model_args,
     check_example_args,
+    check_heads,
     check_layers,
     claim_out_dir,
     finish_out_dir,
@@ -31,9 +32,7 @@ def cmd_attention(args) -> int:
         options["layer_agg"] = args.layer_agg
     method = map_method(args.method, **options)
     check_layers(args.layers)
-    from ..methods.heads import check_head_spec, is_pairs
-
-    check_head_spec(args.heads) if is_pairs(args.heads) else check_layers(args.heads, "head")
+    check_heads(args.heads)
     if args.tokens != "all":
         check_layers(args.tokens, "generated token")
     formats = tuple(f.strip() for f in args.formats.split(","))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from . import add_model_args, check_out_dir, load_from_args
+from . import add_box_source_args, add_model_args, check_out_dir, load_from_args
 
 
 def cmd_evaluate(args) -> int:
     from pathlib import Path
 
-    from ..methods.faithfulness import csv_items, evaluate, shapes_items
+    from ..methods.faithfulness import box_items, evaluate
     from ..methods.heads import check_head_spec, pairs_text
     from ..methods.registry import check_method_names
 
@@ -19,9 +19,7 @@ def cmd_evaluate(args) -> int:
         from ..errors import VlmscopeError
 
         raise VlmscopeError(f"--steps must be at least 1, got {args.steps}")
-    items = (
-        shapes_items(args.n, args.seed) if args.source == "shapes" else csv_items(args.source, args.images_dir, args.n)
-    )
+    items = box_items(args.source, args.n, args.seed, args.images_dir)
     check_out_dir(Path(args.out).parent)
     scope = load_from_args(args)
     result = evaluate(scope, seed=args.seed, methods=methods, steps=args.steps, heads=heads, items=items)
@@ -38,10 +36,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("evaluate", help="pointing game and deletion/insertion AUC of each map method, with intervals")
     add_model_args(p)
-    p.add_argument("--source", default="shapes", help="'shapes' (fresh scenes) or a VQA CSV with box_x0..box_y1")
-    p.add_argument("--images-dir", default=None, help="images of a CSV source (default: images/ beside it)")
-    p.add_argument("--n", type=int, default=40, help="number of questions about one object")
-    p.add_argument("--seed", type=int, default=1000, help="shapes scenes are generated fresh from this seed")
+    add_box_source_args(p, n=40, seed=1000, n_help="number of questions about one object")
     p.add_argument("--methods", default=",".join(MAP_METHODS), help=f"comma-separated, from: {', '.join(MAP_METHODS)}")
     p.add_argument(
         "--heads",

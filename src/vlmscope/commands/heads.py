@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from . import add_model_args, check_out_dir, load_from_args
+from . import add_box_source_args, add_model_args, check_out_dir, load_from_args
 
 
 def cmd_heads(args) -> int:
     from pathlib import Path
 
     from ..errors import VlmscopeError
-    from ..methods.faithfulness import csv_items, shapes_items
+    from ..methods.faithfulness import box_items
     from ..methods.heads import discover
 
     if args.max_heads < 1:
         raise VlmscopeError(f"--max-heads must be at least 1, got {args.max_heads}")
-    items = (
-        shapes_items(args.n, args.seed) if args.source == "shapes" else csv_items(args.source, args.images_dir, args.n)
-    )
+    items = box_items(args.source, args.n, args.seed, args.images_dir)
     check_out_dir(Path(args.out).parent)
     scope = load_from_args(args)
     ranking = discover(scope, items, max_heads=args.max_heads)
@@ -36,10 +34,7 @@ def cmd_heads(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("heads", help="rank every (layer, head) by pointing game on questions with object boxes")
     add_model_args(p)
-    p.add_argument("--source", default="shapes", help="'shapes' (fresh scenes) or a VQA CSV with box_x0..box_y1")
-    p.add_argument("--images-dir", default=None, help="images of a CSV source (default: images/ beside it)")
-    p.add_argument("--n", type=int, default=100, help="number of questions with a box")
-    p.add_argument("--seed", type=int, default=3000, help="shapes scenes are generated fresh from this seed")
+    add_box_source_args(p, n=100, seed=3000, n_help="number of questions with a box")
     p.add_argument("--max-heads", type=int, default=8, help="largest head set the forward selection may pick")
     p.add_argument("--out", default="vlmscope-out/heads.json", help="JSON file to write")
     p.set_defaults(func=cmd_heads)

@@ -7,7 +7,7 @@ from . import (
     add_example_args,
     add_model_args,
     check_example_args,
-    check_layers,
+    check_heads,
     claim_out_dir,
     finish_out_dir,
     load_from_args,
@@ -15,13 +15,12 @@ from . import (
 
 
 def cmd_run(args) -> int:
-    from ..methods.heads import check_head_spec, is_pairs
     from ..methods.registry import check_method_names
     from ..report import run_report
 
     check_example_args(args)
     methods = check_method_names(args.methods)
-    check_head_spec(args.heads) if is_pairs(args.heads) else check_layers(args.heads, "head")
+    check_heads(args.heads)
     out = claim_out_dir(args.out, "run", args.overwrite)
     scope = load_from_args(args)
     answer, path = run_report(

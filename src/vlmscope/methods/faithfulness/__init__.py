@@ -15,7 +15,7 @@ see docs/faithfulness.md.
 from __future__ import annotations
 
 from .evaluate import BASELINES, MapSpec, evaluate, map_specs
-from .items import BOX_COLUMNS, BoxItem, csv_items, shapes_items
+from .items import BOX_COLUMNS, BoxItem, box_items, csv_items, shapes_items
 from .result import FaithfulnessResult
 from .scoring import auc, batched_curves, centre_map, curve_members, curve_steps, pointing_hit, spatial_entropy
 
@@ -23,6 +23,7 @@ __all__ = [
     "BASELINES",
     "BOX_COLUMNS",
     "BoxItem",
+    "box_items",
     "FaithfulnessResult",
     "MapSpec",
     "auc",

@@ -79,3 +79,9 @@ def csv_items(path, images_dir=None, n: int | None = None) -> list[BoxItem]:
 def _box(box) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = (float(v) for v in box)
     return (x0, y0, x1, y1)
+
+
+def box_items(source: str, n: int, seed: int, images_dir=None) -> list[BoxItem]:
+    """`n` questions with a box: fresh shapes scenes of `seed` when `source` is ``shapes``,
+    else the rows of the VQA CSV at `source`."""
+    return shapes_items(n, seed) if source == "shapes" else csv_items(source, images_dir, n)
