@@ -97,9 +97,8 @@ def comparison_html(
 ) -> str:
     """The comparison as one self-contained page (images embedded): answers, then one row per
     shared token with each model's map over the pixels, then each model's provenance."""
-    import jinja2
-
     from ..viz.page import data_uri
+    from ..viz.page import render as render_page
 
     models = []
     for run in comp.runs:
@@ -121,8 +120,8 @@ def comparison_html(
             img = render(m, run, j, 0, cmap, alpha, "overlay", height)
             cells.append({"uri": data_uri(img), "model": run.model, "index": j, "max": f"{np.nanmax(m.maps[j]):.3g}"})
         rows.append({"token": token, "cells": cells})
-    env = jinja2.Environment(loader=jinja2.PackageLoader("vlmscope.viz", "templates"), autoescape=True)
-    return env.get_template("compare.html.j2").render(
+    return render_page(
+        "compare.html.j2",
         prompt=comp.prompt,
         method=comp.settings.method,
         settings=None,

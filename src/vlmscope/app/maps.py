@@ -180,12 +180,7 @@ def render(
         tiles.append(tile.resize((max(1, round(tile.width * height / tile.height)), height), Image.Resampling.LANCZOS))
     if colorbar:
         tiles.append(ov.colorbar_image(scale, height, cmap, float(alpha)))
-    sheet = Image.new("RGB", (sum(t.width for t in tiles) + 8 * (len(tiles) - 1), height), "white")
-    x = 0
-    for t in tiles:
-        sheet.paste(t, (x, 0))
-        x += t.width + 8
-    return sheet
+    return ov.strip(tiles, gap=8)
 
 
 def map_values(maps: TokenMaps, token: int, frame: int = 0) -> dict[str, Any]:

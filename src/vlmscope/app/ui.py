@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import VlmscopeError
 from ..methods.registry import MAP_METHODS
+from ..viz.overlay import strip
 from .inputs import Limits, build_example
 from .maps import (
     AGGREGATIONS,
@@ -425,7 +426,7 @@ class App:
         }
         return {
             self.mask_text: text,
-            self.mask_image: _strip(tiles) if tiles else None,
+            self.mask_image: strip(tiles, gap=8) if tiles else None,
             self.mask_values: json.dumps(values),
             self.status: note_line(f"masking: {len(result.units)} units scored in {result.seconds:.2f} s"),
         }
@@ -525,18 +526,6 @@ def lens_grid_html(lens, layer_index: int) -> str:
         + "".join(cells)
         + "</div>"
     )
-
-
-def _strip(images):
-    from PIL import Image
-
-    h = max(im.height for im in images)
-    sheet = Image.new("RGB", (sum(im.width for im in images) + 8 * (len(images) - 1), h), "white")
-    x = 0
-    for im in images:
-        sheet.paste(im, (x, 0))
-        x += im.width + 8
-    return sheet
 
 
 def _stream(*args):

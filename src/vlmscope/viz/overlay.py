@@ -262,11 +262,20 @@ def draw_map(
     return side_by_side(out, colorbar_image(scale, out.height, cmap, alpha)) if colorbar else out
 
 
-def side_by_side(left: Image.Image, right: Image.Image, gap: int = 4) -> Image.Image:
-    out = Image.new("RGB", (left.width + right.width + gap, max(left.height, right.height)), "white")
-    out.paste(left, (0, 0))
-    out.paste(right, (left.width + gap, 0))
+def strip(images: Sequence[Image.Image], gap: int = 4) -> Image.Image:
+    """Images in one row, top-aligned, `gap` white pixels apart."""
+    out = Image.new(
+        "RGB", (sum(im.width for im in images) + gap * (len(images) - 1), max(im.height for im in images)), "white"
+    )
+    x = 0
+    for im in images:
+        out.paste(im, (x, 0))
+        x += im.width + gap
     return out
+
+
+def side_by_side(left: Image.Image, right: Image.Image, gap: int = 4) -> Image.Image:
+    return strip([left, right], gap)
 
 
 def grid(
