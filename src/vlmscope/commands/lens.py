@@ -111,7 +111,9 @@ def cmd_index(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("lens", help="lenses on vision tokens: show (logit/embedding/contextual), stats, index")
+    from ..methods.lens import KINDS
+
+    p = sub.add_parser("lens", help=f"lenses on vision tokens: show ({'/'.join(KINDS)}), stats, index")
     verbs = p.add_subparsers(dest="lens_command", required=True)
 
     show = verbs.add_parser("show", help="top-k readouts of every vision token at each layer; JSON + HTML page")
@@ -121,7 +123,7 @@ def register(sub) -> None:
     show.add_argument(
         "--kind",
         default="logit",
-        choices=["logit", "embedding", "value", "contextual"],
+        choices=KINDS,
         help="logit: the token's stream via the LM head; embedding: nearest input embeddings; value: what each "
         "layer's attention reads from the token, via the LM head; contextual: nearest caption tokens (needs --index)",
     )

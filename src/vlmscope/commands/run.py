@@ -42,6 +42,7 @@ def cmd_run(args) -> int:
 
 
 def register(sub) -> None:
+    from ..methods.lens import KINDS
     from ..methods.registry import MAP_METHODS
 
     p = sub.add_parser("run", help="answer a prompt about an image and write an HTML report of per-token maps")
@@ -55,7 +56,7 @@ def register(sub) -> None:
     p.add_argument(
         "--lens",
         default="logit",
-        choices=["logit", "embedding", "value", "none"],
+        choices=[k for k in KINDS if k != "contextual"] + ["none"],
         help="lens view of the vision tokens in the report (the contextual lens needs an index: "
         "use `vlmscope lens show`)",
     )
