@@ -9,8 +9,9 @@ by the floor's in the same round. Memory: each path alone in its own process.
     python benchmarks/attention.py [--sizes 64,256,1024,4096] [--new-tokens 32] [--threads 1]
         [--device cpu|cuda] [--dtype float32|bfloat16] [--config small|7b] [--rounds 5] [--small]
 
-`--config 7b`: random weights at Qwen2.5-VL-7B's depth, width and heads (28 layers, width 3584,
-28 heads, 4 key-value heads; vision tower 32 blocks of width 1280), for a GPU.
+`--config 7b`: random weights in Qwen2.5-VL-7B's shapes (28 layers, width 3584, MLP 18944, 28
+heads, 4 key-value heads, vocabulary 152064; vision tower 32 blocks of width 1280 with its windows),
+for a GPU: the same FLOPs and memory as the released checkpoint.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from common import FULL_7B, FULL_7B_EXTRA  # noqa: E402
+
 CONFIGS = {
-    "small": ("qwen2_vl", dict(text_layers=4, hidden=256, heads=8, kv_heads=4, vision_hidden=64)),
-    "7b": (
-        "qwen2_5_vl",
-        dict(text_layers=28, hidden=3584, heads=28, kv_heads=4, vision_depth=32, vision_hidden=1280, vision_heads=16),
-    ),
+    "small": ("qwen2_vl", dict(text_layers=4, hidden=256, heads=8, kv_heads=4, vision_hidden=64), None),
+    "7b": ("qwen2_5_vl", FULL_7B, FULL_7B_EXTRA),
 }
 
 
@@ -91,20 +91,29 @@ def worker(mode: str, model_dir: str, tokens: int, args) -> dict:
     setup(args)
     which = ("plain", "vlmscope", *(("eager",) if args.eager else ())) if mode == "time" else (mode,)
     paths = _paths(model_dir, tokens, args.new_tokens, args, which)
+    out_of_memory = []
     with torch.inference_mode():
-        for fn in paths.values():
-            fn()  # warm-up
+        for name, fn in list(paths.items()):
+            try:
+                fn()  # warm-up
+            except torch.OutOfMemoryError:  # the seed's eager path at a large size on a GPU
+                del paths[name]
+                out_of_memory.append(name)
+                torch.cuda.empty_cache()
         if mode != "time":
+            if out_of_memory:
+                return {"path": mode, "vision_tokens": tokens, "peak_bytes": None}
             _, peak, _ = measure(paths[mode], args.device)
             return {"path": mode, "vision_tokens": tokens, "peak_bytes": peak}
-        return {"vision_tokens": tokens, "paths": interleave(paths, args.rounds, "plain", args.device)}
+        res = interleave(paths, args.rounds, "plain", args.device)
+        return {"vision_tokens": tokens, "paths": res, "out_of_memory": out_of_memory}
 
 
-def build_model(out: Path, config: str) -> str:
-    from vlmscope.models.tiny import build_tiny_model
+def build_model(out: Path, config: str, device: str) -> str:
+    from common import build_model as build
 
-    family, sizes = CONFIGS[config]
-    return str(build_tiny_model(family, out, **sizes))
+    family, sizes, extra = CONFIGS[config]
+    return build(out, family, sizes, extra, device)
 
 
 def main(argv=None) -> int:
@@ -141,7 +150,7 @@ def main(argv=None) -> int:
         *([] if args.eager else ["--no-eager"]),
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model(Path(tmp) / "model", args.config)
+        model_dir = build_model(Path(tmp) / "model", args.config, args.device)
         for tokens in [int(s) for s in args.sizes.split(",")]:
             modes = ["time"] + (["plain", "vlmscope", *(["eager"] if args.eager else [])] if args.memory else [])
             res = {}
@@ -157,21 +166,26 @@ def main(argv=None) -> int:
                 "vision_tokens": tokens,
                 "paths": paths,
                 "vlmscope_vs_plain": ratio(paths, "vlmscope", "plain"),
-                **({"eager_vs_plain": ratio(paths, "eager", "plain")} if args.eager else {}),
-                "peak_mib": {m: res[m]["peak_bytes"] / 2**20 for m in modes if m != "time"},
+                **({"eager_vs_plain": ratio(paths, "eager", "plain")} if "eager" in paths else {}),
+                "out_of_memory": res["time"]["out_of_memory"],
+                "peak_mib": {
+                    m: None if res[m]["peak_bytes"] is None else res[m]["peak_bytes"] / 2**20
+                    for m in modes
+                    if m != "time"
+                },
             }
             table.append(row)
             print(f"  {tokens} vision tokens: vlmscope / plain {fmt_ratio(row['vlmscope_vs_plain'])}", flush=True)
-    payload = {
-        "benchmark": "attention",
-        "config": args.config,
-        "model": CONFIGS[args.config],
-        "new_tokens": args.new_tokens,
-        "rounds": args.rounds,
-        "machine": info,
-        "rows": table,
-    }
-    write(args.out, payload)
+            payload = {  # written after every size, so a long GPU run keeps what it finished
+                "benchmark": "attention",
+                "config": args.config,
+                "model": {**CONFIGS[args.config][1], **(CONFIGS[args.config][2] or {})},
+                "new_tokens": args.new_tokens,
+                "rounds": args.rounds,
+                "machine": info,
+                "rows": table,
+            }
+            write(args.out, payload)
     return 0
 
 

@@ -166,3 +166,37 @@ def measure(fn, device: str = "cpu") -> tuple[float, int, object]:
         stop.set()
         th.join()
     return elapsed, max(peak[0], rss_bytes()) - base, out
+
+
+# Qwen2.5-VL-7B's shapes: what the FLOPs and memory of a real checkpoint depend on. tiny_config
+# takes the sizes; FULL_7B_EXTRA sets the rest of its config.json that changes the cost.
+FULL_7B = dict(text_layers=28, hidden=3584, heads=28, kv_heads=4, vision_depth=32, vision_hidden=1280, vision_heads=16)
+FULL_7B_EXTRA = {
+    "text_config": dict(intermediate_size=18944, vocab_size=152064),
+    "vision_config": dict(intermediate_size=3420, window_size=112, fullatt_block_indexes=[7, 15, 23, 31]),
+}
+
+
+def build_model(out: Path, family: str, sizes: dict, extra: dict | None = None, device: str = "cpu") -> str:
+    """A random model of `family` saved to `out`; `extra` overrides fields of the text and vision
+    configs. Built on `device` in bfloat16 for a GPU (a 7B model initialises there in seconds)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from vlmscope.models.tiny import build_processor, build_tokenizer, tiny_config
+
+    tokenizer = build_tokenizer()
+    config = tiny_config(family, tokenizer, **sizes)
+    for part, fields in (extra or {}).items():
+        for key, value in fields.items():
+            setattr(getattr(config, part), key, value)
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+    model.save_pretrained(out, safe_serialization=True)
+    build_processor(family, tokenizer).save_pretrained(out)
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()  # the workers that load it need the GPU's memory
+    return str(out)

@@ -27,9 +27,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from common import FULL_7B, FULL_7B_EXTRA  # noqa: E402
+
 CONFIGS = {
-    "tiny": dict(text_layers=3, hidden=64, heads=4, kv_heads=2, vision_hidden=32),
-    "small": dict(text_layers=4, hidden=256, heads=8, kv_heads=4, vision_hidden=64),
+    "tiny": (dict(text_layers=3, hidden=64, heads=4, kv_heads=2, vision_hidden=32), None),
+    "small": (dict(text_layers=4, hidden=256, heads=8, kv_heads=4, vision_hidden=64), None),
+    "7b": (FULL_7B, FULL_7B_EXTRA),  # for a GPU
 }
 
 
@@ -68,7 +71,7 @@ def captum_ablation(scope, example, answer_ids: list[int], per_eval: int):
     positions = ad.rope_positions(ids, inp.get("mm_token_type_ids"), inp["image_grid_thw"])
     n = len(answer_ids)
     rows = list(range(ids.shape[1] - n - 1, ids.shape[1] - 1))  # the positions that predict the answer
-    answer = torch.tensor(answer_ids)[None, :, None]
+    answer = torch.tensor(answer_ids, device=ids.device)[None, :, None]
 
     def forward(v):  # [P, Nv, D] -> [P] total log-probability of the answer
         p = v.shape[0]
@@ -78,7 +81,7 @@ def captum_ablation(scope, example, answer_ids: list[int], per_eval: int):
         logp = torch.log_softmax(ad.lm_head(out.last_hidden_state[:, rows]).float(), -1)
         return logp.gather(-1, answer.expand(p, -1, -1))[..., 0].sum(-1)
 
-    mask = torch.arange(vis.shape[1])[None, :, None].expand_as(vis)
+    mask = torch.arange(vis.shape[1], device=vis.device)[None, :, None].expand_as(vis)
     attr = FeatureAblation(forward).attribute(vis, baselines=0.0, feature_mask=mask, perturbations_per_eval=per_eval)
     return attr[0, :, 0]
 
@@ -133,7 +136,7 @@ def run(args, model_dir: str) -> dict:
     length = result.token_map.length
     row["prefix_bound"] = len(result.units) * length / sum(length - u.first for u in result.units)
     if "captum" in out:
-        ours_total = torch.tensor(result.delta_logprob.sum(1))
+        ours_total = torch.tensor(result.delta_logprob.sum(1), device=out["captum"].device)
         order = [u.positions[0] for u in result.units]
         assert order == sorted(order), "vision units in sequence order"
         row["max_abs_diff_vs_captum"] = float((out["captum"].float() + ours_total).abs().max())
@@ -147,9 +150,7 @@ def run(args, model_dir: str) -> dict:
 
 
 def main(argv=None) -> int:
-    from common import add_common, fmt_ratio, machine, setup, write
-
-    from vlmscope.models.tiny import build_tiny_model
+    from common import add_common, build_model, fmt_ratio, machine, setup, write
 
     ap = add_common(argparse.ArgumentParser(), "masking.json")
     ap.add_argument("--config", default="small", choices=list(CONFIGS))
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
     setup(args)
     info = machine(args)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = str(build_tiny_model("qwen2_5_vl", Path(tmp) / "m", **CONFIGS[args.config]))
+        model_dir = build_model(Path(tmp) / "m", "qwen2_5_vl", *CONFIGS[args.config], args.device)
         row = run(args, model_dir)
     p = row["paths"]
     line = f"  vlmscope / floor {fmt_ratio(p['vlmscope']['vs_floor'])}"
@@ -177,7 +178,7 @@ def main(argv=None) -> int:
         {
             "benchmark": "masking",
             "config": args.config,
-            "decoder": CONFIGS[args.config],
+            "decoder": {**CONFIGS[args.config][0], **(CONFIGS[args.config][1] or {})},
             "new_tokens": args.new_tokens,
             "rounds": args.rounds,
             "machine": info,

@@ -1,6 +1,6 @@
 """Print the README's "Measured" speed tables from benchmarks/results/*.json (Markdown).
 
-    python -m benchmarks.tables [--small]
+    python -m benchmarks.tables [--small | --suffix=-cuda]
 
 Every ratio is the median over interleaved rounds of per-round ratios, with the lowest and
 highest round in brackets; the machine's load average (1 min) at the start and end of each run
@@ -17,8 +17,8 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _load(name: str, small: bool) -> dict | None:
-    path = RESULTS / f"{name}{'-small' if small else ''}.json"
+def _load(name: str, suffix: str) -> dict | None:
+    path = RESULTS / f"{name}{suffix}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -44,10 +44,13 @@ def attention(d: dict) -> list[str]:
     out = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in d["rows"]:
         mem = r.get("peak_mib", {})
-        mems = " / ".join(f"{mem[p]:.0f}" for p in ("plain", "vlmscope", "eager") if p in mem) or "-"
+        mems = " / ".join(
+            "OOM" if mem[p] is None else f"{mem[p]:.0f}" for p in ("plain", "vlmscope", "eager") if p in mem
+        )
         line = f"| {r['vision_tokens']} | {r['paths']['plain']['median_s']:.2f} | {_r(r['vlmscope_vs_plain'])} |"
-        line += f" {_r(r['eager_vs_plain'])} |" if eager else ""
-        out.append(line + f" {mems} |")
+        if eager:
+            line += f" {_r(r['eager_vs_plain'])} |" if "eager_vs_plain" in r else " out of GPU memory |"
+        out.append(line + f" {mems or '-'} |")
     return out
 
 
@@ -124,9 +127,10 @@ TABLES = {"extract": extract, "attention": attention, "masking": masking, "captu
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="the tables of `make bench` (results/*-small.json)")
+    ap.add_argument("--suffix", default="", help="read results/<name><suffix>.json, e.g. -cuda for the GPU runs")
     args = ap.parse_args(argv)
     for name, fn in TABLES.items():
-        d = _load(name, args.small)
+        d = _load(name, "-small" if args.small else args.suffix)
         if d is None:
             print(f"\n({name}: no results yet)")
             continue

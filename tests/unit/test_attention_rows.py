@@ -84,3 +84,38 @@ def test_vision_columns_only(scopes, images):
     for i in range(scope.adapter.num_layers):
         key = f"llm.layers.{i}.attn"
         torch.testing.assert_close(cols[key][0], full[key][0][..., tm.vision_positions()])
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool4d", "additive4d", "padding2d"])
+def test_decode_rows_equal_step_by_step(mask_kind):
+    """Rows queued over decode steps and computed at the end equal each step's own computation,
+    for every mask form a kernel gets (GQA: 6 query heads over 2 key heads)."""
+    from vlmscope.capture.attention import DecodeRows, last_row_probabilities
+
+    g = torch.Generator().manual_seed(0)
+    b, h, kv, d, t0, steps = 2, 6, 2, 8, 5, 4
+    keys = torch.randn(b, kv, t0 + steps, d, generator=g)
+    pad = torch.ones(b, t0 + steps, dtype=torch.bool)
+    pad[1, :2] = False  # example 1 is left-padded by two
+    queued, want = DecodeRows(), []
+    for s in range(steps):
+        k_len = t0 + s + 1
+        key, q = keys[:, :, :k_len], torch.randn(b, h, 1, d, generator=g)
+        rows = pad[:, None, None, :k_len]
+        mask = {
+            "none": None,
+            "bool4d": rows,
+            "additive4d": torch.zeros(rows.shape).masked_fill(~rows, torch.finfo(torch.float32).min),
+            "padding2d": pad[:, :k_len].long(),
+        }[mask_kind]
+        assert queued.extends(key)
+        queued.add(q, key, mask, 0.3, step=s)
+        want.append(last_row_probabilities(q, key, mask, 0.3)[:, :, 0])  # [B, H, K_s]
+    assert not queued.extends(keys[:, :, : t0 + 1])  # a key that did not grow is another cache
+    (probs, got_steps), *more = queued.take(max_steps=3)
+    (probs2, steps2), = more
+    assert got_steps + steps2 == list(range(steps)) and len(queued) == 0
+    got = torch.cat([probs, probs2]).reshape(steps, b, h, -1)
+    for s in range(steps):
+        torch.testing.assert_close(got[s, :, :, : t0 + s + 1], want[s], atol=1e-6, rtol=1e-6)
+        assert got[s, :, :, t0 + s + 1 :].abs().sum() == 0  # keys after the step get nothing

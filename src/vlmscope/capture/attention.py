@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import torch
+import torch.nn.functional as F
 
 _ACTIVE: ContextVar = ContextVar("vlmscope_attention_interventions", default=())
 PREFIX = "vlmscope_"
@@ -134,6 +135,79 @@ def last_row_probabilities(
         scores = scores.masked_fill(~mask[:, None, None, :k_len].bool(), float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     return probs if mask is None else probs.nan_to_num(0.0)
+
+
+class DecodeRows:
+    """Decode-step attention rows of one layer, computed together instead of one step at a time.
+
+    A decode step asks for one query row, and its probabilities need only the keys up to that
+    step, which the KV cache keeps unchanged while it grows. Holding each step's rotated q (the
+    step's own small tensor, no copy), its mask row and the newest key lets one matmul and one
+    softmax per layer replace one per layer per step: that per-step work, not the softmax itself,
+    is what capturing attention costs on top of a generate. `extends(key)` says whether `key`
+    is the same cache grown (else the queued steps must be computed first, against their key).
+    """
+
+    def __init__(self):
+        self.queries: list[torch.Tensor] = []  # [B, H, 1, d] per step
+        self.lengths: list[int] = []  # keys each step saw
+        self.masks: list[torch.Tensor | None] = []  # [B, 1, 1, K_s] per step, or None
+        self.steps: list = []
+        self.key: torch.Tensor | None = None
+        self.scaling: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def extends(self, key: torch.Tensor) -> bool:
+        return not self.lengths or key.shape[-2] > self.lengths[-1]
+
+    def add(self, query, key, mask, scaling, step) -> None:
+        self.queries.append(query.detach()[:, :, -1:])
+        self.lengths.append(key.shape[-2])
+        if mask is not None and mask.dim() == 4:
+            mask = mask[:, :, -1:]
+        elif mask is not None:  # flash-style padding mask [B, K]
+            mask = mask[:, None, None].bool()
+        self.masks.append(mask)
+        self.steps.append(step)
+        self.key, self.scaling = key.detach(), scaling
+
+    def take(self, max_steps: int = 256) -> list[tuple[torch.Tensor, list]]:
+        """Every queued step's probabilities, as ([steps*B, H, K] ordered step-major, those steps)
+        in runs of at most `max_steps` (to bound the scores' memory); the queue is emptied."""
+        key, out = self.key, []
+        assert key is not None
+        b, kv, k_len, d = key.shape
+        scale = self.scaling if self.scaling is not None else d**-0.5
+        cols = torch.arange(k_len, device=key.device)
+        for i in range(0, len(self.queries), max_steps):
+            q = torch.cat(self.queries[i : i + max_steps], dim=2)  # [B, H, S, d]
+            h, s = q.shape[1], q.shape[2]
+            scores = torch.matmul(q.reshape(b, kv, (h // kv) * s, d), key.transpose(-1, -2))
+            scores = scores.reshape(b, h, s, k_len).float() * scale
+            lengths = torch.tensor(self.lengths[i : i + max_steps], device=key.device)
+            scores = scores.masked_fill((cols[None, :] >= lengths[:, None])[None, None], float("-inf"))
+            masks = self.masks[i : i + max_steps]
+            if any(m is not None for m in masks):
+                scores = scores + _stack_mask_rows(masks, b, k_len, key.device)
+            probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+            out.append((probs.permute(2, 0, 1, 3).reshape(s * b, h, k_len), self.steps[i : i + max_steps]))
+        self.queries, self.lengths, self.masks, self.steps, self.key = [], [], [], [], None
+        return out
+
+
+def _stack_mask_rows(masks: list, batch: int, k_len: int, device) -> torch.Tensor:
+    """[B, 1, S, K] additive mask from each step's [B, 1, 1, K_s] mask row (boolean or additive;
+    None: nothing masked); columns past a step's own keys are masked by the caller."""
+    rows = []
+    for m in masks:
+        if m is None:
+            rows.append(torch.zeros(batch, 1, 1, k_len, device=device))
+            continue
+        m = m.float().log() if m.dtype == torch.bool else m.float()  # True -> 0, False -> -inf
+        rows.append(F.pad(m, (0, k_len - m.shape[-1])).expand(batch, 1, 1, k_len))
+    return torch.cat(rows, dim=2)
 
 
 @contextmanager

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..errors import VlmscopeError
 from ..sites import SiteSpec
 from ..specs import Selection
-from .attention import intervening, last_row_probabilities, row_probabilities
+from .attention import DecodeRows, intervening, last_row_probabilities, row_probabilities
 from .edits import EditRequest, apply
 from .plan import Request
 from .trace import Trace
@@ -104,6 +104,7 @@ class _Step:
     pick: torch.Tensor | None = None  # attention: each kept row's index in `union`
     last: bool = False  # attention: `union` is just the step's last row
     every: bool = False  # attention: each example keeps that one row, in example order
+    stacked: bool = False  # attention: several decode steps' rows, already [rows, H, K] in row order
 
 
 class CaptureRun:
@@ -140,6 +141,7 @@ class CaptureRun:
         self._pads = torch.tensor(batch.pad, dtype=torch.long)
         self._prefill_only: list = []  # hook handles nobody needs once decoding starts
         self._norm: torch.Tensor | None = None  # the prefill's final norm, for the logits transformers skips
+        self._queued: dict[str, DecodeRows] = {}  # attention rows of decode steps, computed at the end
         self.columns = {r.key: self._columns(r.columns) for r in requests if r.site.is_attention}
         self.vision_calls: list[dict] = []
         self.stop_at = None if generating or not early_stop else self._stop_index()
@@ -169,14 +171,19 @@ class CaptureRun:
             out.append((torch.tensor([p + pad for p in pos], dtype=torch.long, device=self.device), decode))
         return out
 
-    def _columns(self, which: str) -> list[torch.Tensor] | None:
-        """Padded key positions kept per example for attention rows (None: every key)."""
+    def _columns(self, which: str) -> list[torch.Tensor | slice] | None:
+        """Padded key positions kept per example for attention rows (None: every key); a slice
+        where they are one run (one image's tokens), which selects without a gather."""
         if which == "all":
             return None
-        out = []
+        out: list[torch.Tensor | slice] = []
         for b, tm in enumerate(self.batch.token_maps):
-            pos = tm.vision_positions() + (tm.text_positions() if which == "vision+text" else [])
-            out.append(torch.tensor(sorted(pos), dtype=torch.long, device=self.device) + self.batch.pad[b])
+            pos = sorted(tm.vision_positions() + (tm.text_positions() if which == "vision+text" else []))
+            pad = self.batch.pad[b]
+            if pos and pos[-1] - pos[0] == len(pos) - 1:
+                out.append(slice(pos[0] + pad, pos[-1] + pad + 1))
+            else:
+                out.append(torch.tensor(pos, dtype=torch.long) + pad)
         return out
 
     def _flat(self, sel: Selection) -> _Rows:
@@ -394,15 +401,21 @@ class CaptureRun:
 
     def observe(self, module, query, key, mask, scaling):
         """Called by the attention wrapper for every decoder layer during a recording."""
-        for req, chunks in self._attn.get(getattr(module, "layer_idx", -1), ()):
-            self._observe(req, chunks, query, key, mask, scaling)
+        for req, chunks, queued in self._attn.get(getattr(module, "layer_idx", -1), ()):
+            self._observe(req, chunks, queued, query, key, mask, scaling)
 
-    def _observe(self, req: Request, chunks: list, query, key, mask, scaling):
+    def _observe(self, req: Request, chunks: list, queued: DecodeRows, query, key, mask, scaling):
         length = query.shape[2]
         start = self.step_start + self.step_len - length
         step = self.step_rows(req.selection, start, length)
         if step is None:
             return
+        if length == 1 and start >= self.T0 and step.every:  # a decode step: computed at the end
+            if not queued.extends(key):
+                self._flush(queued, chunks)
+            queued.add(query, key, mask, scaling, step)
+            return
+        self._flush(queued, chunks)  # chunks stay in step order
         if step.union is None:  # the query rows any example keeps, and each kept row's index among them
             union = torch.unique(step.p - start)
             step.union, step.pick = union.to(self.device), torch.searchsorted(union, step.p - start)
@@ -414,10 +427,22 @@ class CaptureRun:
             probs = row_probabilities(query.detach(), key.detach(), mask, step.union, scaling)
         chunks.append((probs, step))
 
+    @staticmethod
+    def _flush(queued: DecodeRows, chunks: list) -> None:
+        if not len(queued):
+            return
+        for probs, steps in queued.take():
+            b, p, pos = (torch.cat([getattr(s, f) for s in steps]) for f in ("b", "p", "pos"))
+            chunks.append((probs, _Step(b, p, b, p, pos, stacked=True)))
+
     # ---- running ------------------------------------------------------------------------------
     @contextmanager
     def active(self):
-        self._attn = {i: [(r, self.chunks[r.key]) for r in reqs] for i, reqs in self.attention_layers().items()}
+        self._queued = {r.key: DecodeRows() for r in self.requests if r.site.is_attention}
+        self._attn = {
+            i: [(r, self.chunks[r.key], self._queued[r.key]) for r in reqs]
+            for i, reqs in self.attention_layers().items()
+        }
         with ExitStack() as stack:
             regs = self.registrations()
             handles = stack.enter_context(hooks([r[:3] for r in regs]))
@@ -433,11 +458,18 @@ class CaptureRun:
         trace = Trace(token_maps or self.batch.token_maps)
         trace.stopped_early = self.stopped
         attention = [r for r in self.requests if r.site.is_attention]
-        rows = [self._attention_rows(r, limits) for r in attention]
-        on_cpu = _to_cpu([x for x, *_ in rows], self.dtype or torch.float32)  # one copy for every layer
-        for r, (_, sizes, kept), x in zip(attention, rows, on_cpu):
-            trace.captures[r.key] = self._attention_split(r, x, sizes, final_lengths)
+        for key, queued in self._queued.items():
+            self._flush(queued, self.chunks[key])
+        # per example and kept columns on the device, then one transfer for every layer: the
+        # CPU receives only what it returns, already laid out
+        split = []
+        for r in attention:
+            x, sizes, kept = self._attention_rows(r, limits)
+            split.append(self._attention_split(r, x, sizes, final_lengths))
             trace.positions[r.key] = kept
+        on_cpu = iter(_to_cpu([p for parts in split for p in parts], self.dtype or torch.float32))
+        for r, parts in zip(attention, split):
+            trace.captures[r.key] = [next(on_cpu) for _ in parts]
         for r in self.requests:
             if r.site.is_vision:
                 trace.captures[r.key] = [self._vision_capture(r, b) for b in range(self.batch.size)]
@@ -487,11 +519,16 @@ class CaptureRun:
         order, sizes, kept = self._joined(r, limits)
         chunks = self.chunks[r.key]
         width = max(c[0].shape[-1] for c in chunks)
-        n = sum(c[0].shape[0] if c[1].every else len(c[1].b) for c in chunks)
+        n = sum(c[0].shape[0] if c[1].every or c[1].stacked else len(c[1].b) for c in chunks)
         x = chunks[0][0].new_zeros((n, chunks[0][0].shape[1], width))  # zero-padded keys
         i = 0
-        for probs, step in chunks:  # one copy per step
-            part = probs[:, :, 0] if step.every else probs[step.b_dev, :, step.pick.to(probs.device)]
+        for probs, step in chunks:  # one copy per chunk
+            if step.stacked:
+                part = probs
+            elif step.every:
+                part = probs[:, :, 0]
+            else:
+                part = probs[step.b_dev, :, step.pick.to(probs.device)]
             x[i : i + len(part), :, : part.shape[-1]] = part
             i += len(part)
         if len(order) != n or not bool((order == torch.arange(n)).all()):
@@ -505,7 +542,8 @@ class CaptureRun:
         for b, part in enumerate(torch.split(x, sizes)):
             part = part.transpose(0, 1)  # [H, n, width]
             if cols is not None:
-                part = part[..., cols[b].cpu()]
+                c = cols[b]
+                part = part[..., c if isinstance(c, slice) else c.to(part.device)]
             else:
                 pad = self.batch.pad[b]
                 part = part[..., pad : pad + final_lengths[b]]
@@ -542,5 +580,11 @@ def _to_cpu(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tenso
     """`tensors` on the CPU in `dtype`; from an accelerator in one transfer (one sync, not one per layer)."""
     if len(tensors) < 2 or tensors[0].device.type == "cpu":
         return [t.to("cpu", dtype) for t in tensors]
-    flat = torch.cat([t.reshape(-1).to(dtype) for t in tensors]).to("cpu")
+    flat = torch.cat([t.reshape(-1).to(dtype) for t in tensors])
+    if flat.device.type == "cuda":  # into page-locked memory: several times the pageable copy's speed
+        host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+        flat = host.copy_(flat)
+    else:
+        flat = flat.to("cpu")
+    # views of one buffer: each is contiguous in its own shape
     return [p.view(t.shape) for p, t in zip(torch.split(flat, [t.numel() for t in tensors]), tensors)]
