@@ -16,7 +16,9 @@ from contextvars import ContextVar
 import torch
 import torch.nn.functional as F
 
-_ACTIVE: ContextVar = ContextVar("vlmscope_attention_interventions", default=())
+# (every active intervention, then those with edit_mask, compute and observe): sorted once on
+# entry, since the wrapper runs for every layer at every step
+_ACTIVE: ContextVar = ContextVar("vlmscope_attention_interventions", default=((), (), (), ()))
 PREFIX = "vlmscope_"
 
 
@@ -50,23 +52,20 @@ def install(model) -> str:
 
 def _wrap(base_fn):
     def attention(module, query, key, value, attention_mask, *args, **kwargs):
-        active = _ACTIVE.get()
+        active, editors, computers, observers = _ACTIVE.get()
         if not active:
             return base_fn(module, query, key, value, attention_mask, *args, **kwargs)
-        for a in active:  # e.g. attention knockout: edits the mask of chosen layers
-            if hasattr(a, "edit_mask"):
-                attention_mask = a.edit_mask(module, query, key, attention_mask)
+        for a in editors:  # e.g. attention knockout: edits the mask of chosen layers
+            attention_mask = a.edit_mask(module, query, key, attention_mask)
         out = None
-        for a in active:  # e.g. differentiable eager attention on a few layers
-            if hasattr(a, "compute"):
-                out = a.compute(module, query, key, value, attention_mask, kwargs.get("scaling"))
-                if out is not None:
-                    break
+        for a in computers:  # e.g. differentiable eager attention on a few layers
+            out = a.compute(module, query, key, value, attention_mask, kwargs.get("scaling"))
+            if out is not None:
+                break
         if out is None:
             out = base_fn(module, query, key, value, attention_mask, *args, **kwargs)
-        for a in active:  # e.g. attention rows of a capture
-            if hasattr(a, "observe"):
-                a.observe(module, query, key, attention_mask, kwargs.get("scaling"))
+        for a in observers:  # e.g. attention rows of a capture
+            a.observe(module, query, key, attention_mask, kwargs.get("scaling"))
         return out
 
     return attention
@@ -223,7 +222,10 @@ def intervening(*interventions):
     - ``observe(module, query, key, mask, scaling)`` reads the rotated q and k.
 
     Nesting adds to the active set; leaving restores it, even when the forward raises."""
-    token = _ACTIVE.set(_ACTIVE.get() + tuple(interventions))
+    active = _ACTIVE.get()[0] + tuple(interventions)
+    token = _ACTIVE.set(
+        (active, *(tuple(a for a in active if hasattr(a, m)) for m in ("edit_mask", "compute", "observe")))
+    )
     try:
         yield
     finally:

@@ -140,7 +140,7 @@ class FaithfulnessResult:
         import matplotlib.pyplot as plt
 
         fig, (a, b) = plt.subplots(
-            1, 2, figsize=(13, 0.45 * len(self.rows) + 2.2), gridspec_kw={"width_ratios": [1.2, 1]}
+            1, 2, figsize=(15.5, 0.45 * len(self.rows) + 2.2), gridspec_kw={"width_ratios": [1.2, 1]}
         )
         labels = [f"{r['method']} ({r['layers']}; heads {r['heads']})" for r in self.rows]
         y = np.arange(len(self.rows))[::-1]
@@ -165,7 +165,7 @@ class FaithfulnessResult:
         b.set_xlabel("fraction of vision tokens knocked out (most important first)")
         b.set_ylabel("P(answer's first token), mean over questions")
         b.set_title("deletion curves (lower is more faithful)", fontsize=10)
-        b.legend(fontsize=6)
+        b.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, not over them
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
