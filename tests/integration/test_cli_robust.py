@@ -19,6 +19,8 @@ import vlmscope
 from vlmscope import Example, VlmscopeError
 from vlmscope.cli import main
 
+from conftest import ctrl_c_reaches_python
+
 IMG = str(Path(vlmscope.__file__).parent / "assets" / "examples" / "shapes_demo.png")
 COMMANDS = {
     "capture": ["capture", "--prompt", "What colour is the square?", "--sites", "llm.layers.0"],
@@ -106,7 +108,8 @@ def test_ctrl_c_prints_one_line_exits_130_and_leaves_the_output_marked_incomplet
     out = tmp_path / "mask"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     child = subprocess.Popen([sys.executable, "-m", "vlmscope.cli", *COMMANDS["mask"], IMG, "--out", str(out),
-                              "--device", "cpu"], stderr=subprocess.PIPE, text=True, env=env)
+                              "--device", "cpu"], stderr=subprocess.PIPE, text=True, env=env,
+                             preexec_fn=ctrl_c_reaches_python)
     deadline = time.time() + 60
     while not (out / "vlmscope-output.json").exists() and time.time() < deadline and child.poll() is None:
         time.sleep(0.02)

@@ -23,7 +23,7 @@ from vlmscope.limits import check_context_length
 from vlmscope.store.layout import finished_parts, part_path
 
 from bad_files import png_header
-from conftest import random_image
+from conftest import ctrl_c_reaches_python, random_image
 from test_extract import _same_store
 
 
@@ -166,7 +166,8 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     csv = export_vqa(12, tmp_path / "data", seed=7)
     out = tmp_path / "out"
     args = [csv, "--checkpoint-every", "2", "--batch-size", "1", "--max-new-tokens", "2"]  # the bundled model
-    proc = subprocess.Popen(_cli(*args, "--out", out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_cli(*args, "--out", out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_reaches_python)
     _wait(lambda: finished_parts(out), proc, "the first part")
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
