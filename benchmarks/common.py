@@ -178,25 +178,7 @@ FULL_7B_EXTRA = {
 
 
 def build_model(out: Path, family: str, sizes: dict, extra: dict | None = None, device: str = "cpu") -> str:
-    """A random model of `family` saved to `out`; `extra` overrides fields of the text and vision
-    configs. Built on `device` in bfloat16 for a GPU (a 7B model initialises there in seconds)."""
-    import torch
-    from transformers import AutoModelForImageTextToText
+    """A random model of `family` in `out` (see vlmscope.models.tiny.build_tiny_model)."""
+    from vlmscope.models.tiny import build_tiny_model
 
-    from vlmscope.models.tiny import build_processor, build_tokenizer, tiny_config
-
-    tokenizer = build_tokenizer()
-    config = tiny_config(family, tokenizer, **sizes)
-    for part, fields in (extra or {}).items():
-        for key, value in fields.items():
-            setattr(getattr(config, part), key, value)
-    torch.manual_seed(0)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    with torch.device(device):
-        model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
-    model.save_pretrained(out, safe_serialization=True)
-    build_processor(family, tokenizer).save_pretrained(out)
-    del model
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()  # the workers that load it need the GPU's memory
-    return str(out)
+    return str(build_tiny_model(family, out, overrides=extra, device=device, **sizes))

@@ -7,6 +7,7 @@ requested dtype. With early stop, the first module nobody needs raises StopForwa
 
 Bookkeeping is vectorised over the batch: each selection is resolved once into (example, position)
 pairs, each step keeps its rows with one gather per hook, and `finish` splits them per example.
+Attention rows of decode steps are queued and computed together in `finish` (DecodeRows).
 Hooks whose selection only covers prompt positions are removed when the first decode step starts.
 
 Which module a site lives on, which hook reads it and in what order its rows come are the
@@ -141,7 +142,8 @@ class CaptureRun:
         self._pads = torch.tensor(batch.pad, dtype=torch.long)
         self._prefill_only: list = []  # hook handles nobody needs once decoding starts
         self._norm: torch.Tensor | None = None  # the prefill's final norm, for the logits transformers skips
-        self._queued: dict[str, DecodeRows] = {}  # attention rows of decode steps, computed at the end
+        # attention rows of decode steps, computed at the end
+        self._queued = {r.key: DecodeRows() for r in requests if r.site.is_attention}
         self.columns = {r.key: self._columns(r.columns) for r in requests if r.site.is_attention}
         self.vision_calls: list[dict] = []
         self.stop_at = None if generating or not early_stop else self._stop_index()
@@ -433,12 +435,11 @@ class CaptureRun:
             return
         for probs, steps in queued.take():
             b, p, pos = (torch.cat([getattr(s, f) for s in steps]) for f in ("b", "p", "pos"))
-            chunks.append((probs, _Step(b, p, b, p, pos, stacked=True)))
+            chunks.append((probs, _Step(b, p, b, p, pos, stacked=True)))  # stacked: no device gather
 
     # ---- running ------------------------------------------------------------------------------
     @contextmanager
     def active(self):
-        self._queued = {r.key: DecodeRows() for r in self.requests if r.site.is_attention}
         self._attn = {
             i: [(r, self.chunks[r.key], self._queued[r.key]) for r in reqs]
             for i, reqs in self.attention_layers().items()

@@ -138,16 +138,37 @@ def build_processor(family: str, tokenizer, *, min_pixels: int | None = None, ma
     return cls.tiny_processor(tokenizer, image_size_limits(cls.tiny_patch, min_pixels, max_pixels))
 
 
-def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, tokenizer=None, **config_kw) -> Path:
-    """Build a random `family` model + processor and `save_pretrained` both to `out_dir`."""
+def build_tiny_model(
+    family: str,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    tokenizer=None,
+    overrides: dict | None = None,
+    device: str = "cpu",
+    **config_kw,
+) -> Path:
+    """Build a random `family` model + processor and `save_pretrained` both to `out_dir`.
+
+    `overrides` sets fields of the sub-configs ({"text_config": {...}, "vision_config": {...}}),
+    e.g. a released checkpoint's shapes for a benchmark; on a CUDA `device` the model is built
+    there in bfloat16 (a 7B model initialises in seconds) and the GPU's cache is freed after."""
     import torch
     from transformers import AutoModelForImageTextToText
 
     tokenizer = tokenizer or build_tokenizer()
     config = tiny_config(family, tokenizer, **config_kw)
+    for part, fields in (overrides or {}).items():
+        for key, value in fields.items():
+            setattr(getattr(config, part), key, value)
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config)
+    cuda = device.startswith("cuda")
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16 if cuda else torch.float32)
     out = Path(out_dir)
     model.save_pretrained(out, safe_serialization=True)
     build_processor(family, tokenizer).save_pretrained(out)
+    del model
+    if cuda:
+        torch.cuda.empty_cache()  # whoever loads it next needs the GPU's memory
     return out
