@@ -59,6 +59,29 @@ class Batch:
     def size(self) -> int:
         return len(self.token_maps)
 
+    def select(self, b: int) -> Batch:
+        """Example `b` alone, cut from this batch's tensors: equal to preparing it by itself (the
+        processor treats each image on its own), without the images or the processor."""
+        tm, pad = self.token_maps[b], self.pad[b]
+        seq_shape = self.inputs["input_ids"].shape[:2]
+        inputs: dict[str, torch.Tensor] = {}
+        for key, value in self.inputs.items():
+            kind = _PER_PATCH.get(key) or _PER_VISUAL.get(key)
+            if torch.is_tensor(value) and value.shape[:2] == seq_shape:
+                inputs[key] = value[b : b + 1, pad:]
+            elif kind is None:
+                raise ValueError(f"cannot cut example {b} out of a batch: unknown processor output {key!r}")
+            else:
+                per_patch = key in _PER_PATCH
+                counts = [
+                    sum(v.num_patches if per_patch else 1 for v in m.visuals if v.kind == kind) for m in self.token_maps
+                ]
+                first = sum(counts[:b])
+                if counts[b]:  # the processor leaves out the image keys of a batch without images
+                    inputs[key] = value[first : first + counts[b]]
+        examples = self.examples[b : b + 1] if self.examples else []
+        return Batch(inputs, [tm], [0], examples)
+
     @property
     def length(self) -> int:
         return int(self.inputs["input_ids"].shape[1])
@@ -84,7 +107,7 @@ def load_image(item: ImageLike, root: str | Path | None = None):
 
     if hasattr(item, "convert"):
         _check_size(item, "image")
-        return to_rgb8(item, "image")
+        return item if item.mode == "RGB" else to_rgb8(item, "image")  # never drawn on: no copy
     path = Path(item)
     if root is not None:
         base = Path(root).resolve()
@@ -157,6 +180,10 @@ def check_aspect(image, source):
             f"{name} is {w}x{h}: the Qwen-VL processors need an aspect ratio under {MAX_ASPECT_RATIO}; crop or pad it"
         )
     return image
+
+
+_PER_PATCH = {"pixel_values": "image", "pixel_values_videos": "video"}  # one row per patch
+_PER_VISUAL = {"image_grid_thw": "image", "video_grid_thw": "video", "second_per_grid_ts": "video"}
 
 
 def messages_for(ex: Example) -> list[dict]:

@@ -130,7 +130,7 @@ class Scope:
         self, examples: Example | str | Sequence[Example | str], images_root=None, with_answers: bool = True
     ) -> Batch:
         items = _examples(examples)
-        if not _warned_out_of_domain and self.bundled:
+        if _domain_checks_left > 0 and self.bundled:
             _warn_if_not_shapes([items] if isinstance(items, Example) else items, images_root)
         return prepare(self.adapter, items, images_root=images_root, with_answers=with_answers)
 
@@ -260,7 +260,8 @@ class Scope:
         return set(eos) | {self.adapter.token_ids["im_end"]}
 
 
-_warned_out_of_domain = False
+DOMAIN_CHECKS = 32  # images of a process the bundled model checks: enough to catch a folder of photos
+_domain_checks_left = DOMAIN_CHECKS  # 0 once warned
 
 
 def shapes_like(image) -> bool:
@@ -284,20 +285,24 @@ def shapes_like(image) -> bool:
 
 
 def _warn_if_not_shapes(examples: Sequence[Example], images_root) -> None:
-    """Warn once per process when the bundled model is shown an image unlike its training data."""
+    """Warn once per process when the bundled model is shown an image unlike its training data;
+    only the first `DOMAIN_CHECKS` images are looked at, so a dataset run does not pay for it."""
     import warnings
 
     from .inputs import load_image
 
-    global _warned_out_of_domain
+    global _domain_checks_left
     for ex in examples:
         for item in [*ex.images, *(f for frames in ex.videos for f in frames)]:
+            if _domain_checks_left <= 0:
+                return
+            _domain_checks_left -= 1
             try:
                 image = load_image(item, images_root)
             except VlmscopeError:
                 continue  # prepare() reports it
             if not shapes_like(image):
-                _warned_out_of_domain = True
+                _domain_checks_left = 0
                 name = item if isinstance(item, (str, Path)) else "an image"
                 warnings.warn(
                     f"the bundled shapes model only knows synthetic scenes of coloured shapes; {str(name)!r} is "

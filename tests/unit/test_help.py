@@ -123,7 +123,7 @@ def test_the_bundled_model_warns_once_on_other_images(monkeypatch, tmp_path, cap
     import vlmscope.scope
 
     scope = vlmscope.load(device="cpu")
-    monkeypatch.setattr(vlmscope.scope, "_warned_out_of_domain", False)
+    monkeypatch.setattr(vlmscope.scope, "_domain_checks_left", vlmscope.scope.DOMAIN_CHECKS)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scope.prepare(vlmscope.Example("What colour is the square?", images=[IMG]))
@@ -132,7 +132,7 @@ def test_the_bundled_model_warns_once_on_other_images(monkeypatch, tmp_path, cap
             scope.prepare(vlmscope.Example("Who is this?", images=[_photo(seed)]))
     assert [w.category.__name__ for w in caught] == ["OutOfDomainWarning"]  # once per process
     assert "only knows synthetic scenes of coloured shapes" in str(caught[0].message)
-    monkeypatch.setattr(vlmscope.scope, "_warned_out_of_domain", False)
+    monkeypatch.setattr(vlmscope.scope, "_domain_checks_left", vlmscope.scope.DOMAIN_CHECKS)
     _photo(3).save(tmp_path / "portrait.png")
     assert (
         main(

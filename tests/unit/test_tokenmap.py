@@ -32,6 +32,27 @@ def test_spans_match_input_ids(scopes, family, images):
         assert batch.inputs["input_ids"][b, batch.pad[b]:].tolist() == t.input_ids
 
 
+def test_select_equals_preparing_the_example_alone(scopes, family, images):
+    """Cutting one example out of a padded batch gives the tensors the processor gives it alone:
+    extraction's one-row retry after an out-of-memory batch relies on it."""
+    scope = scopes[family]
+    frames = [random_image(56, 56, s) for s in (4, 5)]
+    examples = [
+        Example("Two pictures?", images=images[:2]),
+        Example("Hello there"),
+        Example("What happens?", images=[images[2]], videos=[frames]),
+        Example("One.", images=[images[1]]),
+    ]
+    batch = scope.prepare(examples, with_answers=False)
+    assert len(set(batch.pad)) > 1  # the cut must undo real padding
+    for b, ex in enumerate(examples):
+        alone, cut = scope.prepare([ex], with_answers=False), batch.select(b)
+        assert set(cut.inputs) == set(alone.inputs)
+        for key, value in cut.inputs.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(alone.inputs[key])), (family, b, key)
+        assert cut.token_maps == alone.token_maps and cut.pad == [0]
+
+
 def test_answer_is_appended_for_teacher_forcing(scopes):
     scope = scopes["qwen2_vl"]
     tm = scope.prepare(Example("Colour?", images=[random_image(56, 56, 0)], answer="red")).token_maps[0]

@@ -54,7 +54,7 @@ class Row:
             if callable(item):
                 out.append(load_image(item()))
             else:
-                out.append(load_image(resolve_image(item, self.root), self.root))
+                out.append(load_image(resolve_image(item, self.root)))  # resolve_image keeps it inside root
         return out
 
 
@@ -67,13 +67,14 @@ def resolve_image(ref: str, root: Path | None) -> Path:
         return Path(ref)
     base = Path(root).resolve()
     path = (base / ref).resolve()
-    if path != base and base not in path.parents:
-        raise VlmscopeError(f"image path {ref!r} escapes the images directory {str(base)!r}")
     if not path.exists() and not path.suffix:
         for ext in IMAGE_EXTENSIONS:
             cand = path.with_name(path.name + ext)
             if cand.is_file():
-                return cand
+                path = cand.resolve()
+                break
+    if path != base and base not in path.parents:
+        raise VlmscopeError(f"image path {ref!r} escapes the images directory {str(base)!r}")
     return path
 
 

@@ -33,7 +33,8 @@ class PartEnd:
 
 @dataclass
 class Work:
-    """Rows of one part ready for the model (``batch``), or rows that failed before it."""
+    """Rows of one part ready for the model (``batch``, without its images: the pixels are in its
+    tensors, and `Batch.select` cuts one row out for a retry), or rows that failed before it."""
 
     part: int
     rows: list[Row] = field(default_factory=list)
@@ -153,6 +154,7 @@ class Loader:
         rows, examples = [r for r, _ in pending], [e for _, e in pending]
         try:
             batch = self.prepare(examples)
+            batch.examples = []  # the pixels are in the batch: the images can go
         except ValueError:  # VlmscopeError, or the processor refusing an image (too small, too thin)
             batch = None
         if batch is not None:
@@ -169,6 +171,7 @@ class Loader:
         for row, ex in pending:  # find the rows the processor refuses; the others go on alone
             try:
                 one = self.prepare([ex])
+                one.examples = []
             except ValueError as e:
                 reason = str(e) if isinstance(e, VlmscopeError) else f"{e.__class__.__name__}: {e}"
                 self._put(Work(part, failures=[Failure(row.index, row.id, "input", reason)]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import platform
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -136,7 +135,7 @@ def _release(scope) -> None:
         torch.cuda.empty_cache()
 
 
-def compute(scope, preset: Preset, work: Work, dtype: torch.dtype, prepare) -> tuple[list, list[Failure]]:
+def compute(scope, preset: Preset, work: Work, dtype: torch.dtype) -> tuple[list, list[Failure]]:
     """Records of a batch. A batch that runs out of memory (or that the model refuses) is retried
     one row at a time, and only the rows that still fail are recorded as failures."""
     try:
@@ -148,8 +147,8 @@ def compute(scope, preset: Preset, work: Work, dtype: torch.dtype, prepare) -> t
             return [], [Failure(row.index, row.id, "model", _reason(e))]
     assert work.batch is not None, "only rows ready for the model are computed"
     records, failures = [], []
-    for row, ex in zip(work.rows, work.batch.examples):
-        r, f = compute(scope, preset, Work(work.part, [row], prepare([ex])), dtype, prepare)
+    for b, row in enumerate(work.rows):
+        r, f = compute(scope, preset, Work(work.part, [row], work.batch.select(b)), dtype)
         records += r
         failures += f
     return records, failures
@@ -284,12 +283,6 @@ def _run(
 
     dtype = SAVE_DTYPES[save_dtype]
     writer = StoreWriter(out, run_json, compression, attrs={**settings, "process": ctx.rank})
-    lock = threading.Lock()  # the loader thread and a retry after OOM share the processor
-
-    def prepare(examples):
-        with lock:
-            return scope.prepare(examples, with_answers=False)
-
     new_tokens = preset.max_new_tokens if preset.generate else 0
     loader = Loader(
         source,
@@ -297,7 +290,7 @@ def _run(
         checkpoint_every,
         total,
         batch_size,
-        prepare,
+        lambda examples: scope.prepare(examples, with_answers=False),
         preset.needs_image,
         check_length=lambda n: check_context_length(scope.model.config, n, new_tokens),
     )
@@ -320,7 +313,7 @@ def _run(
             else:
                 failures = list(item.failures)
                 if item.batch is not None:
-                    records, more = compute(scope, preset, item, dtype, prepare)
+                    records, more = compute(scope, preset, item, dtype)
                     failures += more
                     writer.rows(item.part, records)
                     summary.rows += len(records)
