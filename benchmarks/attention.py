@@ -4,10 +4,13 @@
 and head for every generated token (image columns), captured during the same generate; (c) peer,
 the seed's way: `attn_implementation="eager"`, `output_attentions=True`, every layer returned.
 Time: the paths interleaved in one process, the median over rounds of each path's time divided
-by the floor's in the same round. Memory: each path alone in its own process.
+by the floor's in the same round; a path shorter than `--min-seconds` (0.5) is called several times
+in a row per round (as many as the floor needs to last that long), so a 40 ms generate is not
+judged on one timer reading. Memory: each path alone in its own process.
 
     python benchmarks/attention.py [--sizes 64,256,1024,4096] [--new-tokens 32] [--threads 1]
-        [--device cpu|cuda] [--dtype float32|bfloat16] [--config small|7b] [--rounds 5] [--small]
+        [--device cpu|cuda] [--dtype float32|bfloat16] [--config small|7b] [--rounds 5] [--min-seconds 0.5] [--small]
+        [--overhead: also vlmscope's generate with no capture, and with one residual-stream capture]
 
 `--config 7b`: random weights in Qwen2.5-VL-7B's shapes (28 layers, width 3584, MLP 18944, 28
 heads, 4 key-value heads, vocabulary 152064; vision tower 32 blocks of width 1280 with its windows),
@@ -63,9 +66,13 @@ def _paths(model_dir: str, tokens: int, new_tokens: int, args, which) -> dict:
         "pad_token_id": scope.processor.tokenizer.pad_token_id,
     }
     plan = CapturePlan.of("llm.layers.attn", tokens="generated", columns="vision")
+    residual = CapturePlan.of("llm.layers", tokens="generated", layers=[0])
     paths = {
         "plain": lambda: scope.model.generate(**batch.inputs, **gen),
         "vlmscope": lambda: scope.generate(batch, plan, min_new_tokens=new_tokens, max_new_tokens=new_tokens),
+        # where a small run's overhead lies: vlmscope's generate alone, then with one cheap capture
+        "no_capture": lambda: scope.generate(batch, None, min_new_tokens=new_tokens, max_new_tokens=new_tokens),
+        "one_residual": lambda: scope.generate(batch, residual, min_new_tokens=new_tokens, max_new_tokens=new_tokens),
     }
     if "eager" in which:
         eager = (
@@ -84,12 +91,15 @@ def _paths(model_dir: str, tokens: int, new_tokens: int, args, which) -> dict:
 def worker(mode: str, model_dir: str, tokens: int, args) -> dict:
     """mode 'time': every path in this process, interleaved. mode '<path>': peak memory of that
     one path, alone in its process."""
+    import time
+
     import torch
 
-    from common import interleave, measure, setup
+    from common import interleave, measure, setup, sync
 
     setup(args)
-    which = ("plain", "vlmscope", *(("eager",) if args.eager else ())) if mode == "time" else (mode,)
+    extra = ("no_capture", "one_residual") if args.overhead else ()
+    which = ("plain", "vlmscope", *(("eager",) if args.eager else ()), *extra) if mode == "time" else (mode,)
     paths = _paths(model_dir, tokens, args.new_tokens, args, which)
     out_of_memory = []
     with torch.inference_mode():
@@ -105,8 +115,12 @@ def worker(mode: str, model_dir: str, tokens: int, args) -> dict:
                 return {"path": mode, "vision_tokens": tokens, "peak_bytes": None}
             _, peak, _ = measure(paths[mode], args.device)
             return {"path": mode, "vision_tokens": tokens, "peak_bytes": peak}
-        res = interleave(paths, args.rounds, "plain", args.device)
-        return {"vision_tokens": tokens, "paths": res, "out_of_memory": out_of_memory}
+        t = time.perf_counter()
+        paths["plain"]()
+        sync(args.device)
+        reps = max(1, round(args.min_seconds / (time.perf_counter() - t)))
+        res = interleave(paths, args.rounds, "plain", args.device, reps)
+        return {"vision_tokens": tokens, "paths": res, "out_of_memory": out_of_memory, "calls_per_round": reps}
 
 
 def build_model(out: Path, config: str, device: str) -> str:
@@ -124,7 +138,11 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--config", default="small", choices=list(CONFIGS))
     ap.add_argument("--no-eager", dest="eager", action="store_false", help="leave out the seed's eager path")
+    ap.add_argument(
+        "--min-seconds", type=float, default=0.5, help="call each path this long in a row per round (short runs)"
+    )
     ap.add_argument("--no-memory", dest="memory", action="store_false")
+    ap.add_argument("--overhead", action="store_true", help="also time generate with no capture and with one residual")
     ap.add_argument("--worker", nargs=3, metavar=("MODE", "MODEL", "TOKENS"))
     args = ap.parse_args(argv)
     if args.small and args.sizes == ap.get_default("sizes"):
@@ -147,7 +165,10 @@ def main(argv=None) -> int:
         str(args.threads),
         "--dtype",
         args.dtype,
+        "--min-seconds",
+        str(args.min_seconds),
         *([] if args.eager else ["--no-eager"]),
+        *(["--overhead"] if args.overhead else []),
     ]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(Path(tmp) / "model", args.config, args.device)
@@ -166,8 +187,9 @@ def main(argv=None) -> int:
                 "vision_tokens": tokens,
                 "paths": paths,
                 "vlmscope_vs_plain": ratio(paths, "vlmscope", "plain"),
-                **({"eager_vs_plain": ratio(paths, "eager", "plain")} if "eager" in paths else {}),
+                **{f"{k}_vs_plain": ratio(paths, k, "plain") for k in ("eager", "no_capture", "one_residual") if k in paths},
                 "out_of_memory": res["time"]["out_of_memory"],
+                "calls_per_round": res["time"]["calls_per_round"],
                 "peak_mib": {
                     m: None if res[m]["peak_bytes"] is None else res[m]["peak_bytes"] / 2**20
                     for m in modes
@@ -175,7 +197,8 @@ def main(argv=None) -> int:
                 },
             }
             table.append(row)
-            print(f"  {tokens} vision tokens: vlmscope / plain {fmt_ratio(row['vlmscope_vs_plain'])}", flush=True)
+            others = "".join(f", {k} {fmt_ratio(row[k + '_vs_plain'])}" for k in ("no_capture", "one_residual") if k in paths)
+            print(f"  {tokens} vision tokens: vlmscope / plain {fmt_ratio(row['vlmscope_vs_plain'])}{others}", flush=True)
             payload = {  # written after every size, so a long GPU run keeps what it finished
                 "benchmark": "attention",
                 "config": args.config,

@@ -73,9 +73,13 @@ def machine(args=None) -> dict:
     return out
 
 
-def interleave(paths: dict[str, Callable[[], object]], rounds: int, baseline: str, device: str = "cpu") -> dict:
-    """Run every path once per round (order rotated each round); per path: seconds per round,
-    and the median, min and max over rounds of its time / the baseline's time in that round."""
+def interleave(
+    paths: dict[str, Callable[[], object]], rounds: int, baseline: str, device: str = "cpu", reps: int = 1
+) -> dict:
+    """Run every path `reps` times in a row per round (order rotated each round); per path:
+    seconds per call in each round, and the median, min and max over rounds of its time / the
+    baseline's time in that round. `reps` > 1 times runs of a few milliseconds over a span long
+    enough that the machine's jitter averages out within the round."""
     names = list(paths)
     seconds: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
@@ -83,9 +87,10 @@ def interleave(paths: dict[str, Callable[[], object]], rounds: int, baseline: st
         for n in order:
             sync(device)
             t = time.perf_counter()
-            paths[n]()
+            for _ in range(reps):
+                paths[n]()
             sync(device)
-            seconds[n].append(time.perf_counter() - t)
+            seconds[n].append((time.perf_counter() - t) / reps)
     out = {}
     for n in names:
         ratios = [a / b for a, b in zip(seconds[n], seconds[baseline])]

@@ -4,6 +4,7 @@
 - floor: `model.generate` over the same batches (inputs prepared beforehand, nothing stored);
 - floor with processor: the same, opening the images and running the processor before each
   batch's generate, in line (what any extractor must do before the model runs);
+- capture only: HALP's generate with its captures over the same ready batches (nothing stored);
 - vlmscope: `extract(..., make_preset("halp"))` over the same rows: images opened and the
   processor run by the loader thread, one generate per batch capturing VF, VT and QT, the store
   written by the writer thread (`--compressions gzip,lzf,none`);
@@ -133,6 +134,10 @@ def speed(args, tmp: Path) -> dict:
                 b = scope.prepare(chunk, with_answers=False).to(scope.input_device)
                 scope.model.generate(**b.inputs, max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=pad)
 
+    def capture_only():  # HALP's generate and captures over the same ready batches, nothing stored
+        for b in batches:
+            preset.run(scope, b, torch.float32)
+
     runs = iter(range(10**6))
 
     def ours(compression: str):
@@ -154,6 +159,7 @@ def speed(args, tmp: Path) -> dict:
     paths = {
         "floor": floor,
         "floor_with_processor": floor_prepare,
+        "capture_only": capture_only,
         **{f"vlmscope_{c}": ours(c) for c in args.compressions.split(",")},
     }
     if args.seed_loop:

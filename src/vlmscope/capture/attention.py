@@ -162,26 +162,28 @@ class DecodeRows:
         return not self.lengths or key.shape[-2] > self.lengths[-1]
 
     def add(self, query, key, mask, scaling, step) -> None:
-        self.queries.append(query.detach()[:, :, -1:])
+        """Called on every layer of every decode step: kept to appends (no copies, no slicing
+        when the step already has one query row; the latest key is detached once, in `take`)."""
+        self.queries.append(query if query.shape[2] == 1 else query[:, :, -1:])
         self.lengths.append(key.shape[-2])
         if mask is not None and mask.dim() == 4:
-            mask = mask[:, :, -1:]
+            mask = mask if mask.shape[2] == 1 else mask[:, :, -1:]
         elif mask is not None:  # flash-style padding mask [B, K]
             mask = mask[:, None, None].bool()
         self.masks.append(mask)
         self.steps.append(step)
-        self.key, self.scaling = key.detach(), scaling
+        self.key, self.scaling = key, scaling
 
     def take(self, max_steps: int = 256) -> list[tuple[torch.Tensor, list]]:
         """Every queued step's probabilities, as ([steps*B, H, K] ordered step-major, those steps)
         in runs of at most `max_steps` (to bound the scores' memory); the queue is emptied."""
-        key, out = self.key, []
-        assert key is not None
+        assert self.key is not None
+        key, out = self.key.detach(), []
         b, kv, k_len, d = key.shape
         scale = self.scaling if self.scaling is not None else d**-0.5
         cols = torch.arange(k_len, device=key.device)
         for i in range(0, len(self.queries), max_steps):
-            q = torch.cat(self.queries[i : i + max_steps], dim=2)  # [B, H, S, d]
+            q = torch.cat(self.queries[i : i + max_steps], dim=2).detach()  # [B, H, S, d]
             h, s = q.shape[1], q.shape[2]
             scores = torch.matmul(q.reshape(b, kv, (h // kv) * s, d), key.transpose(-1, -2))
             scores = scores.reshape(b, h, s, k_len).float() * scale
