@@ -63,6 +63,15 @@ def test_bad_rows_and_images_fail_alone(tmp_path, images_dir):
             rows[i].load_images()
 
 
+def test_an_id_without_extension_cannot_reach_out_through_a_symlink(tmp_path, images_dir):
+    """`image_id` "c" finds c.png; a c.png that links outside the images directory is refused."""
+    (images_dir / "a.png").rename(tmp_path / "outside.png")
+    (images_dir / "c.png").symlink_to(tmp_path / "outside.png")
+    path = _csv(tmp_path / "q.csv", "question_id,image_id,question", ["1,c,ok?"])
+    with pytest.raises(VlmscopeError, match="escapes the images directory"):
+        list(open_source(path, images_dir=images_dir))[0].load_images()
+
+
 def test_limit_and_prompt_fallback(tmp_path, images_dir):
     path = _csv(tmp_path / "q.csv", "question_id,image_id,question", ["1,a.png,", "2,a.png,", "3,a.png,"])
     src = open_source(path, prompt="Describe.", limit=2)
