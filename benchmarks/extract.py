@@ -139,13 +139,15 @@ def speed(args, tmp: Path) -> dict:
             preset.run(scope, b, torch.float32)
 
     runs = iter(range(10**6))
+    stores: dict[str, Path] = {}  # compression -> the store its last run wrote
 
     def ours(compression: str):
         def run():
+            stores[compression] = tmp / f"out{next(runs)}"
             summary = extract(
                 scope,
                 open_source(csv_path),
-                tmp / f"out{next(runs)}",
+                stores[compression],
                 preset,
                 batch_size=args.batch_size,
                 checkpoint_every=args.checkpoint_every,
@@ -170,19 +172,7 @@ def speed(args, tmp: Path) -> dict:
     for fn in paths.values():
         fn()  # warm-up: the first calls with new shapes are slower
     res = interleave(paths, args.rounds, "floor", args.device)
-    sizes = {}
-    for c in args.compressions.split(","):
-        extract(
-            scope,
-            open_source(csv_path),
-            tmp / f"size-{c}",
-            preset,
-            batch_size=args.batch_size,
-            checkpoint_every=args.checkpoint_every,
-            compression=c,
-            progress=False,
-        )
-        sizes[c] = sum(p.stat().st_size for p in (tmp / f"size-{c}").glob("part-*.h5"))
+    sizes = {c: sum(p.stat().st_size for p in out.glob("part-*.h5")) for c, out in stores.items()}
     return {
         "model": what,
         "rows": len(rows),
