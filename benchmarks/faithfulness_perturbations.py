@@ -3,7 +3,9 @@
 Each question's 2 x 2 sliding windows of vision tokens are masked by attention knockout (what the
 `windows` method does) or by replacing their embeddings with the image's mean vision embedding,
 and scored by the KL change of the first answer token's distribution or by the drop of its
-log-probability. Position questions are where every map falls short (docs/faithfulness.md).
+log-probability. One more variant keeps only the window (every other vision token knocked out)
+and scores how little the distribution moves. Position questions are where every map falls short
+(docs/faithfulness.md).
 
     .venv/bin/python benchmarks/faithfulness_perturbations.py [--seed 3000] [--n 200] [--types position]
 """
@@ -21,6 +23,7 @@ import vlmscope
 from vlmscope.methods.answer import Answer
 from vlmscope.methods.faithfulness import pointing_hit, shapes_items
 from vlmscope.methods.masking.analysis import mask_impact
+from vlmscope.methods.masking.units import Unit, build_units
 from vlmscope.stats import bootstrap
 
 VARIANTS = {  # name -> (perturbation, metric)
@@ -28,7 +31,17 @@ VARIANTS = {  # name -> (perturbation, metric)
     "knockout, drop": ("knockout", "drop"),
     "mean embedding, KL": ("mean", "kl"),
     "mean embedding, drop": ("mean", "drop"),
+    "only the window kept, -KL": ("keep", "kl"),
 }
+
+
+def _kept(scope, answer) -> list[Unit]:
+    """Per sliding 2 x 2 window: a unit knocking out every other vision token, named by the
+    window's cells (so `vision_map` credits the window)."""
+    tm = answer.token_map
+    everything = set(tm.visuals[0].positions)
+    windows = build_units(tm, scope.processor.tokenizer, "vision", 2, 1)
+    return [Unit("vision", w.label, tuple(sorted(everything - set(w.positions))), 0, w.cells) for w in windows]
 
 
 def main() -> None:
@@ -50,10 +63,11 @@ def main() -> None:
             p: mask_impact(
                 scope, answer.prompt, answer_ids=answer.ids, mode="vision", window=2, stride=1, perturbation=p
             )
-            for p in {p for p, _ in VARIANTS.values()}
+            for p in {p for p, _ in VARIANTS.values()} - {"keep"}
         }
+        runs["keep"] = mask_impact(scope, answer.prompt, answer_ids=answer.ids, units=_kept(scope, answer))
         for name, (p, metric) in VARIANTS.items():
-            m = np.nan_to_num(runs[p].vision_map(0, 0, metric=metric))
+            m = np.nan_to_num(runs[p].vision_map(0, 0, metric=metric)) * (-1 if p == "keep" else 1)
             hits[name].append(float(pointing_hit(m, boxes, it.box)))
     rows = {k: bootstrap(np.array(v)).to_dict() for k, v in hits.items()}
     for k, r in rows.items():

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from conftest import random_image
 
 from vlmscope import Example
-from vlmscope.methods import Answer, explain
 from vlmscope.capture.attention import intervening
 from vlmscope.capture.knockout import Knockout
+from vlmscope.methods import Answer, explain
 from vlmscope.methods.faithfulness import (
+    BoxItem,
     auc,
     batched_curves,
     centre_map,
@@ -17,12 +19,11 @@ from vlmscope.methods.faithfulness import (
     curve_steps,
     evaluate,
     pointing_hit,
+    shapes_items,
     spatial_entropy,
 )
 from vlmscope.methods.masking.prefix import clean_run
 from vlmscope.tokenmap import Visual
-
-from conftest import random_image
 
 
 def _visual():
@@ -102,6 +103,25 @@ def test_evaluate_runs_and_reports_every_method(scopes, tmp_path):
     diff = result.scores(c["map"], "deletion") - result.scores(c["against"], "deletion")
     assert np.isclose(c["deletion"]["mean"], diff.mean())
     assert result.settings["seed"] == 1000 and "| method |" in result.table()
+    # shapes questions: the object each answer relies on, and pointing at it
+    assert result.reliance["all"]["n"] == 3 and "relies on" in result.table()
+    for e in result.per_example:
+        rel = e["reliance"]
+        assert len(rel["kl"]) >= 1 and rel["relied"] == int(np.argmax(rel["kl"]))
+        if rel["relied"] == rel["asked"]:
+            assert all(s["pointing_relied"] == s["pointing"] for s in e["scores"].values())
+    on = np.array([e["reliance"]["relied"] == e["reliance"]["asked"] for e in result.per_example])
+    for r in result.rows:
+        diff = result.scores(r["key"], "pointing") - on
+        assert np.isclose(r["pointing_minus_reliance"]["mean"], diff.mean())
     written = result.save(tmp_path / "e.json")
     assert set(written) == {"json", "markdown", "plot"}
     assert all((tmp_path / f"e.{ext}").stat().st_size > 0 for ext in ("json", "md", "png"))
+
+
+def test_items_without_a_scene_are_scored_without_reliance(scopes):
+    items = [BoxItem(it.id, it.example, it.box, it.answer, it.kind) for it in shapes_items(2, seed=3)]
+    result = evaluate(scopes["qwen2_vl"], steps=1, methods=("raw",), items=items)
+    assert result.reliance == {} and all(e["reliance"] is None for e in result.per_example)
+    assert "relies on" not in result.table() and "relies" not in result.summary()
+    assert "pointing_relied" not in result.rows[0]

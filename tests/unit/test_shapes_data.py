@@ -67,16 +67,16 @@ def test_boxes_match_drawn_pixels(seed):
         xs, ys = xs[inside], ys[inside]
         assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x0, y0, x1, y1)
     for i, a in enumerate(scene.objects):
-        for b in scene.objects[i + 1:]:
+        for b in scene.objects[i + 1 :]:
             assert not shapes._overlaps(a.box, b.box)
 
 
 def test_occlusion_removes_the_object():
     scene = shapes.generate_scene(7, n_objects=3)
     obj = scene.objects[0]
-    assert _object_mask(scene, obj)[obj.box[1]:obj.box[3], obj.box[0]:obj.box[2]].any()
+    assert _object_mask(scene, obj)[obj.box[1] : obj.box[3], obj.box[0] : obj.box[2]].any()
     hidden = shapes.occlude(scene, obj.box)
-    px = np.asarray(hidden)[obj.box[1]:obj.box[3], obj.box[0]:obj.box[2]]
+    px = np.asarray(hidden)[obj.box[1] : obj.box[3], obj.box[0] : obj.box[2]]
     assert (px == np.array(scene.background)).all()
     bg = shapes.background_box(scene, obj.box, 0)
     assert bg is not None and bg[2] - bg[0] == obj.box[2] - obj.box[0]
@@ -122,3 +122,37 @@ def test_export_writes_vqa_csv(tmp_path):
             assert has_box
         if row["question_type"] == "count":
             assert not has_box
+
+
+def _drawn(scene: shapes.Scene, objs) -> np.ndarray:
+    """[H, W] bool: the pixels of `objs` as drawn."""
+    from PIL import Image, ImageDraw
+
+    mask = Image.new("1", scene.image.size)
+    for o in objs:
+        shapes.draw_object(ImageDraw.Draw(mask), o, 1)
+    return np.array(mask, dtype=bool)
+
+
+@pytest.mark.parametrize("difficulty", ["easy", "hard"])
+def test_without_paints_one_object_over_with_the_background(difficulty):
+    rng = np.random.default_rng(5)
+    textures = set()
+    for _ in range(30):
+        scene = shapes.generate_scene(rng, difficulty=difficulty)
+        textures.add(scene.texture)
+        before = np.asarray(scene.image).astype(int)
+        for i, obj in enumerate(scene.objects):
+            after = np.asarray(scene.without(i)).astype(int)
+            changed = np.abs(after - before).max(-1) > 0
+            inside = np.zeros_like(changed)
+            x0, y0, x1, y1 = obj.box
+            inside[y0:y1, x0:x1] = True
+            assert not changed[~inside].any(), "pixels outside the object's box changed"
+            on_top = _drawn(scene, scene.objects[i + 1 :])  # objects drawn later keep their pixels
+            assert not changed[on_top].any()
+            gone = _drawn(scene, [obj]) & ~on_top
+            assert changed[gone].mean() > 0.9  # the object's colour was painted over
+            off_background = np.abs(after[gone] - np.array(scene.background)).max(-1)
+            assert off_background.max() <= (0 if scene.texture == "flat" else 6)
+    assert textures == set(shapes.TEXTURES)

@@ -101,6 +101,27 @@ class Scene:
     image: Image.Image
     objects: list[ShapeObject]
     background: tuple[int, int, int]
+    texture: str = "flat"  # of the background: flat | noise | gradient
+
+    def without(self, index: int) -> Image.Image:
+        """The image with object `index` painted over by the background: the counterfactual scene
+        that tells which object an answer depends on. Flat and gradient backgrounds come back
+        exactly; noise is redrawn with the same amplitude. Pixels of objects drawn later (over it)
+        stay."""
+        obj = self.objects[index]
+        mask = Image.new("1", self.image.size)
+        draw_object(ImageDraw.Draw(mask), obj, 1)
+        covered = np.array(mask, dtype=bool)
+        for later in self.objects[index + 1 :]:
+            if _overlaps(obj.box, later.box):
+                top = Image.new("1", self.image.size)
+                draw_object(ImageDraw.Draw(top), later, 1)
+                covered &= ~np.array(top, dtype=bool)
+        pixels = np.array(self.image)
+        pixels[covered] = _texture(self.background, self.texture, self.image.size[0], np.random.default_rng(index))[
+            covered
+        ]
+        return Image.fromarray(pixels)
 
 
 @dataclass
@@ -136,7 +157,7 @@ def _overlaps(a: Box, b: Box, gap: int = 0) -> bool:
     return not (a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1])
 
 
-def draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill: tuple[int, ...]) -> None:
+def draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill: int | tuple[int, ...]) -> None:
     """Draw without anti-aliasing, so the object's pixels span exactly its box."""
     x0, y0, x1, y1 = obj.box
     if obj.shape == "circle":
@@ -147,17 +168,25 @@ def draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill: tuple[int, ..
         draw.polygon([(x0, y1 - 1), (x1 - 1, y1 - 1), ((x0 + x1 - 1) / 2, y0)], fill=fill)
 
 
-def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+TEXTURES = ("flat", "noise", "gradient")
+
+
+def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple[int, int, int], str]:
     base = _BACKGROUNDS[rng.integers(len(_BACKGROUNDS))]
+    texture = TEXTURES[rng.integers(3)]
+    return _texture(base, texture, size, rng), base, texture
+
+
+def _texture(base: tuple[int, int, int], texture: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """[size, size, 3] uint8 background: flat, faint noise (drawn from `rng`) or a faint diagonal gradient."""
     pixels = np.empty((size, size, 3), dtype=np.int16)
     pixels[:] = base
-    kind = rng.integers(3)
-    if kind == 1:  # faint noise
+    if texture == "noise":
         pixels += rng.integers(-6, 7, (size, size, 1), dtype=np.int16)
-    elif kind == 2:  # faint diagonal gradient
+    elif texture == "gradient":
         ramp = np.add.outer(np.arange(size), np.arange(size)) * (12.0 / (2 * size)) - 6
         pixels += np.rint(ramp).astype(np.int16)[:, :, None]
-    return np.clip(pixels, 0, 255).astype(np.uint8), base
+    return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
 def generate_scene(
@@ -175,7 +204,7 @@ def generate_scene(
     min_size = d.min_size if min_size is None else min_size
     max_size = d.max_size if max_size is None else max_size
     n = int(n_objects if n_objects is not None else rng.integers(d.objects[0], d.objects[1] + 1))
-    pixels, base = _background(rng, size)
+    pixels, base, texture = _background(rng, size)
     objects: list[ShapeObject] = []
     for _ in range(1000 * max(n, 1)):
         if len(objects) == n:
@@ -197,7 +226,7 @@ def generate_scene(
             c = rng.uniform(*d.contrast)
             fill = tuple(int(round(b + c * (f - b))) for f, b in zip(fill, base))
         draw_object(draw, obj, fill)
-    return Scene(image, objects, base)
+    return Scene(image, objects, base, texture)
 
 
 def _text(question_type: str, variant: int, colour: str = "", shape: str = "") -> str:

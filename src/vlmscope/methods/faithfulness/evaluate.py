@@ -3,7 +3,8 @@
 Per question: one generate answers it and captures the raw attention rows of every layer (the
 raw maps of every layer range and head set are read from those rows); every other method runs on
 that answer; one clean run (vision tower once) then serves the deletion and insertion curves of
-every map in one batch.
+every map in one batch. On synthetic scenes, one more run per object finds the object the answer
+relies on (`reliance`), and every map is also scored on pointing at that object.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..base import MapMethod
 from ..masking.prefix import clean_run
 from ..registry import MAP_METHODS, check_method_names
 from .items import BoxItem, shapes_items
+from .reliance import reliance
 from .result import FaithfulnessResult
 from .scoring import auc, batched_curves, centre_map, pointing_hit
 
@@ -100,6 +102,7 @@ def evaluate(
         ctx = clean_run(scope, scope.prepare(answer.prompt, with_answers=False), answer.ids)
         orders = [np.argsort(-np.asarray(v), kind="stable") for v in maps.values()]
         x, deletion, insertion = batched_curves(ctx, orders, steps)
+        relied = reliance(scope, item, answer, ctx.clean_logp[0])
         scores = {
             key: {
                 "pointing": float(pointing_hit(values, boxes, item.box)),
@@ -108,6 +111,11 @@ def evaluate(
             }
             for i, (key, values) in enumerate(maps.items())
         }
+        if relied is not None:
+            assert item.scene is not None, "reliance needs the scene"
+            target = item.scene.objects[relied.relied].box
+            for key, values in maps.items():
+                scores[key]["pointing_relied"] = float(pointing_hit(values, boxes, target))
         per_example.append(
             {
                 "id": item.id,
@@ -117,6 +125,7 @@ def evaluate(
                 "predicted": answer.text.strip(),
                 "correct": item.correct(answer.text),
                 "scores": scores,
+                "reliance": relied.to_dict() if relied is not None else None,
                 "curves": {"x": x.tolist(), "deletion": deletion.tolist(), "insertion": insertion.tolist()},
             }
         )

@@ -7,9 +7,13 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...errors import VlmscopeError
 from ...inputs import Example
+
+if TYPE_CHECKING:
+    from ...data.shapes import Scene
 
 BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")
 
@@ -21,6 +25,7 @@ class BoxItem:
     box: tuple[float, float, float, float]
     answer: str = ""  # the ground-truth answer ("" when unknown)
     kind: str = "-"  # question type
+    scene: Scene | None = None  # synthetic scenes: every object, for the counterfactuals of `reliance`
 
     def correct(self, predicted: str) -> bool | None:
         if not self.answer:
@@ -36,7 +41,9 @@ def shapes_items(n: int, seed: int) -> list[BoxItem]:
         raise VlmscopeError(f"--n must be at least 1, got {n}")
     records = [r for r in make_dataset(4 * n, seed=seed) if r.box is not None][:n]
     return [
-        BoxItem(r.image_id, Example(r.question, images=[r.scene.image]), _box(r.box), r.answer, r.question_type)
+        BoxItem(
+            r.image_id, Example(r.question, images=[r.scene.image]), _box(r.box), r.answer, r.question_type, r.scene
+        )
         for r in records
     ]
 

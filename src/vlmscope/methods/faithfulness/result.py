@@ -26,6 +26,8 @@ class FaithfulnessResult:
     accuracy: dict = field(default_factory=dict)  # {"all": estimate, per type: estimate}
     comparisons: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    # synthetic scenes: how often the answer relies most on the asked object ({"all": estimate, per type})
+    reliance: dict = field(default_factory=dict)
 
     @property
     def samples(self) -> int:
@@ -36,6 +38,12 @@ class FaithfulnessResult:
         types = sorted({e["type"] for e in per_example})
         correct = np.array([np.nan if e["correct"] is None else float(e["correct"]) for e in per_example])
         kinds = np.array([e["type"] for e in per_example])
+        relied = [r for r in (e.get("reliance") for e in per_example) if r is not None]
+        on_asked = (
+            np.array([r["relied"] == r["asked"] for r in relied])
+            if relied and len(relied) == len(per_example)
+            else None
+        )
         rows = []
         for s in specs:
             v = {m: np.array([e["scores"][s.key][m] for e in per_example]) for m in METRICS}
@@ -44,9 +52,21 @@ class FaithfulnessResult:
             row["pointing_by_type"] = {t: _est(v["pointing"][kinds == t]) for t in types}
             row["pointing_correct"] = _est(v["pointing"][correct == 1])
             row["pointing_wrong"] = _est(v["pointing"][correct == 0])
+            if on_asked is not None:
+                row["pointing_relied"] = _est(np.array([e["scores"][s.key]["pointing_relied"] for e in per_example]))
+                row["pointing_relies_on_asked"] = _est(v["pointing"][on_asked])
+                row["pointing_relies_on_other"] = _est(v["pointing"][~on_asked])
+                # per question: hit (0/1) minus "the answer relies on the asked object" (0/1)
+                row["pointing_minus_reliance"] = paired_difference(v["pointing"], on_asked.astype(float)).to_dict()
             rows.append(row)
         accuracy = {"all": _est(correct), **{t: _est(correct[kinds == t]) for t in types}}
-        result = cls(rows, per_example, settings, accuracy, [], seconds)
+        reliance = {}
+        if on_asked is not None:
+            on = on_asked.astype(float)
+            reliance = {"all": _est(on), **{t: _est(on[kinds == t]) for t in types}}
+            reliance["accuracy_relies_on_asked"] = _est(correct[on_asked])
+            reliance["accuracy_relies_on_other"] = _est(correct[~on_asked])
+        result = cls(rows, per_example, settings, accuracy, [], seconds, reliance)
         result.comparisons = result.compare()
         return result
 
@@ -78,6 +98,7 @@ class FaithfulnessResult:
             "samples": self.samples,
             "seconds": round(self.seconds, 1),
             "accuracy": self.accuracy,
+            "reliance": self.reliance,
             "rows": self.rows,
             "comparisons": self.comparisons,
             "per_example": self.per_example,
@@ -95,11 +116,13 @@ class FaithfulnessResult:
             "deletion AUC (lower better)",
             "insertion AUC (higher better)",
         ]
+        relied = ("pointing_relied", "pointing_relies_on_asked") if self.reliance else ()
+        head += ["pointing at the object the answer relies on", "pointing when that is the asked object"][: len(relied)]
         head += [f"pointing: {t}" for t in types]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         fmt = lambda d: str(Estimate(d["mean"], d["lo"], d["hi"], d["n"]))  # noqa: E731
         for r in self.rows:
-            cells = [r["method"], r["layers"], r["heads"]] + [fmt(r[m]) for m in METRICS]
+            cells = [r["method"], r["layers"], r["heads"]] + [fmt(r[m]) for m in (*METRICS, *relied)]
             cells += [f"{r['pointing_by_type'][t]['mean']:.2f} (n={r['pointing_by_type'][t]['n']})" for t in types]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
@@ -114,6 +137,16 @@ class FaithfulnessResult:
             f"best pointing game: {best['key']} {best['pointing']['mean']:.3f} "
             f"[{best['pointing']['lo']:.3f}, {best['pointing']['hi']:.3f}]",
         ]
+        if self.reliance:
+            r, p, d = self.reliance["all"], best["pointing_relied"], best["pointing_minus_reliance"]
+            lines += [
+                f"the answer relies most on the asked object in {r['mean']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] "
+                "of the questions (each object erased from the scene in turn): about what a map that points "
+                "where the model looks scores on the pointing game",
+                f"  {best['key']} points at the object the answer relies on: "
+                f"{p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]; its pointing game minus that rate, paired: "
+                f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]",
+            ]
         for c in self.comparisons:
             if c["against"] == best["key"]:
                 d = c["pointing"]
@@ -151,7 +184,15 @@ class FaithfulnessResult:
                 for r in self.rows
             ]
         ).T
-        a.errorbar(means, y, xerr=err, fmt="o", capsize=3)
+        a.errorbar(means, y, xerr=err, fmt="o", capsize=3, label="points at the asked object")
+        if self.reliance:
+            r = self.reliance["all"]
+            a.axvspan(
+                r["lo"], r["hi"], color="tab:green", alpha=0.15, label="how often the answer relies on the asked object"
+            )
+            relied = [row["pointing_relied"]["mean"] for row in self.rows]
+            a.plot(relied, y - 0.25, "D", mfc="none", color="tab:green", ms=5, label="points at the relied-on object")
+            a.legend(fontsize=7, loc="upper left")  # the low scores sit at the bottom
         a.set_yticks(y, labels, fontsize=8)
         a.set_xlim(0, 1)
         a.axvline(0.9, color="grey", ls=":", lw=1)
