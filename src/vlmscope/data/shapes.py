@@ -108,15 +108,11 @@ class Scene:
         that tells which object an answer depends on. Flat and gradient backgrounds come back
         exactly; noise is redrawn with the same amplitude. Pixels of objects drawn later (over it)
         stay."""
-        obj = self.objects[index]
-        mask = Image.new("1", self.image.size)
-        draw_object(ImageDraw.Draw(mask), obj, 1)
-        covered = np.array(mask, dtype=bool)
+        mask, on_top = Image.new("1", self.image.size), Image.new("1", self.image.size)
+        draw_object(ImageDraw.Draw(mask), self.objects[index], 1)
         for later in self.objects[index + 1 :]:
-            if _overlaps(obj.box, later.box):
-                top = Image.new("1", self.image.size)
-                draw_object(ImageDraw.Draw(top), later, 1)
-                covered &= ~np.array(top, dtype=bool)
+            draw_object(ImageDraw.Draw(on_top), later, 1)
+        covered = np.array(mask, dtype=bool) & ~np.array(on_top, dtype=bool)
         pixels = np.array(self.image)
         pixels[covered] = _texture(self.background, self.texture, self.image.size[0], np.random.default_rng(index))[
             covered
