@@ -64,6 +64,7 @@ class PartWriter:
         # rows waiting for a whole chunk: each chunk is compressed once, when full (appending a
         # batch into a half-full compressed chunk would decompress and recompress it every time)
         self._pending: dict[str, list[np.ndarray]] = {}
+        self._datasets: dict[str, h5py.Dataset] = {}  # h5py's lookup by path costs more than the write
         self._pending_rows: dict[str, int] = {}
         self._ragged_end: dict[str, int] = {}
 
@@ -101,12 +102,13 @@ class PartWriter:
     def _append(self, path: str, data: np.ndarray) -> None:
         """Queue rows for dataset `path` (created now, typed by its first rows); whole chunks are
         written as soon as they fill, the rest at `commit`."""
-        if path not in self.file:
+        ds = self._datasets.get(path)
+        if ds is None:
             strings = data.dtype == object
             row_bytes = max(1, int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize)
             rows = 1024 if strings else max(1, min(4096, _CHUNK_BYTES // row_bytes))
             kw = {k: v for k, v in self.filters.items() if not (strings and k == "shuffle")}
-            self.file.create_dataset(
+            ds = self._datasets[path] = self.file.create_dataset(
                 path,
                 shape=(0, *data.shape[1:]),
                 maxshape=(None, *data.shape[1:]),
@@ -115,7 +117,6 @@ class PartWriter:
                 **kw,
             )
             self._pending[path], self._pending_rows[path] = [], 0
-        ds = self.file[path]
         if data.dtype != object and data.dtype != ds.dtype:
             data = data.astype(ds.dtype)  # as h5py would convert it on writing
         self._pending[path].append(data)
@@ -129,7 +130,7 @@ class PartWriter:
         if not pending:
             return
         data = pending[0] if len(pending) == 1 else np.concatenate(pending)
-        ds = self.file[path]
+        ds = self._datasets[path]
         take = len(data) - len(data) % ds.chunks[0] if whole_chunks else len(data)
         if take:
             n = ds.shape[0]
@@ -142,7 +143,7 @@ class PartWriter:
     def commit(self) -> Path:
         """Write the failures, close, sync, and rename into place: only now does the part exist."""
         for name in ("index", "sample_id"):
-            if f"samples/{name}" not in self.file:
+            if f"samples/{name}" not in self._datasets:
                 self._append(f"samples/{name}", np.zeros(0, dtype=np.int64 if name == "index" else object))
         for path in self._pending:
             self._flush(path)
