@@ -15,7 +15,7 @@
 - seed-style loop (`--seed-loop`, slow): per row, batch 1, forward with output_hidden_states, then
   generate, one HDF5 group per sample.
 
-Memory: `vlmscope extract` on `--memory-rows` (default 1000,10000) rows, each in its own process;
+Memory: `vlmscope extract` on `--memory-rows` (default 1000,10000,30000) rows, each in its own process;
 peak RSS must not grow with the number of rows.
 
     python benchmarks/extract.py [--rows 200] [--batch-size 16] [--threads 1] [--rounds 5] [--small]
@@ -374,7 +374,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--compressions", default="gzip,lzf,none")
     ap.add_argument("--seed-loop", action="store_true", help="also time the seed-style loop (slow)")
-    ap.add_argument("--memory-rows", default="1000,10000")
+    ap.add_argument("--memory-rows", default="1000,10000,30000")
     ap.add_argument("--memory-new-tokens", type=int, default=4)
     ap.add_argument("--memory-worker", nargs=4, metavar=("MODEL", "CSV", "ROWS", "OUT"))
     args = ap.parse_args(argv)

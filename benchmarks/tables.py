@@ -61,6 +61,7 @@ def extract(d: dict) -> list[str]:
         name = {
             "floor": "floor: batched `model.generate`, inputs ready",
             "floor_with_processor": "floor + images and processor, in line",
+            "floor_beside_processor_process": "floor, a second process preparing each next batch (nothing handed over)",
             "capture_only": "HALP's generate and captures, inputs ready, nothing stored",
         }.get(k, k)
         if k.startswith("vlmscope_"):
