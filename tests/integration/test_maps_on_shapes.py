@@ -81,3 +81,32 @@ def test_colour_answers_rely_on_the_asked_object(shapes_scope):
         ctx = clean_run(shapes_scope, shapes_scope.prepare(answer.prompt, with_answers=False), answer.ids)
         rel = reliance(shapes_scope, item, answer, ctx.clean_logp[0])
         assert rel.on_asked, (item.example.prompt, rel)
+
+
+def test_heads_are_scored_against_the_object_the_answer_relies_on(shapes_scope):
+    """`discover(target="relied")` scores every head against the object whose erasure moves the
+    first answer token most, found here by plain forwards on each erased scene."""
+    from vlmscope import Example
+    from vlmscope.methods.faithfulness import pointing_hit, shapes_items
+    from vlmscope.methods.heads import discover, head_maps
+
+    items = shapes_items(12, seed=1000)[8:12]  # held-out questions; one answer relies on another object
+    expected_hits, asked_hits, on_asked = [], [], []
+    for item in items:
+        maps, boxes, _ = head_maps(shapes_scope, item)
+        clean = _first_token_logp(shapes_scope, item.example)
+        kl = []
+        for i in range(len(item.scene.objects)):
+            erased = _first_token_logp(shapes_scope, Example(item.example.prompt, images=[item.scene.without(i)]))
+            kl.append(float((clean.exp() * (clean - erased)).sum()))
+        relied = tuple(float(v) for v in item.scene.objects[int(np.argmax(kl))].box)
+        on_asked.append(relied == item.box)
+        expected_hits.append([[pointing_hit(m, boxes, relied) for m in layer] for layer in maps])
+        asked_hits.append([[pointing_hit(m, boxes, item.box) for m in layer] for layer in maps])
+    assert not all(on_asked), "the test needs an answer that relies on another object"
+    expected = np.array(expected_hits, float).mean(0)
+    assert not np.allclose(expected, np.array(asked_hits, float).mean(0))  # the two targets score differently
+    ranking = discover(shapes_scope, items, target="relied")
+    assert ranking.settings["relied_on_asked"] == np.mean(on_asked)
+    for h in ranking.heads:
+        assert h["pointing"]["mean"] == pytest.approx(expected[h["layer"], h["head"]]), h

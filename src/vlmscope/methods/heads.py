@@ -9,7 +9,9 @@ A head spec is what `--heads` accepts everywhere:
 
 Discovery (`discover`) scores every (layer, head) on questions whose object box is known: the
 pointing game of the head's map of the answer's first token (its strongest vision token lies on
-the asked object) and the map's spatial entropy (0: all weight on one token, 1: uniform). Heads
+the target object) and the map's spatial entropy (0: all weight on one token, 1: uniform). The
+target is the asked object, or on shapes scenes the object the answer relies on (`reliance`:
+each object erased in turn), which differs where the model answers from another object. Heads
 are ranked by pointing game, then by lower entropy; the saved top set is chosen by forward
 selection: add the head whose inclusion most raises the pointing game of the mean map of the set,
 stop when nothing raises it. Localisation heads in the sense of Kang et al. 2025 ("Your large
@@ -30,8 +32,10 @@ from ..errors import VlmscopeError
 
 if TYPE_CHECKING:
     from ..scope import Scope
+    from .answer import Answer
     from .faithfulness.items import BoxItem
 
+TARGETS = ("asked", "relied")
 _PAIRS = re.compile(r"^\s*-?\d+\.\d+\s*(,\s*-?\d+\.\d+\s*)*$")
 
 
@@ -137,7 +141,7 @@ class HeadRanking:
         return "\n".join(lines)
 
 
-def head_maps(scope: Scope, item: BoxItem) -> tuple[np.ndarray, np.ndarray, str]:
+def head_maps(scope: Scope, item: BoxItem) -> tuple[np.ndarray, np.ndarray, Answer]:
     """([L, H, Nv] attention of the first answer token's row, per layer and head; token boxes;
     the model's answer), from one generate that captures every layer's rows."""
     from ..capture.plan import CapturePlan
@@ -148,7 +152,18 @@ def head_maps(scope: Scope, item: BoxItem) -> tuple[np.ndarray, np.ndarray, str]
     assert answer.trace is not None, "the generate captured the rows"
     n = scope.adapter.num_layers
     maps = np.stack([answer.trace[f"llm.layers.{i}.attn"][0][:, 0].float().numpy() for i in range(n)])
-    return maps, answer.token_map.visuals[0].token_boxes(), answer.text
+    return maps, answer.token_map.visuals[0].token_boxes(), answer
+
+
+def relied_object(scope: Scope, item: BoxItem, answer: Answer) -> int:
+    """Index of the scene object whose erasure moves the answer's first token most."""
+    from .faithfulness.reliance import reliance
+    from .masking.prefix import clean_run
+
+    ctx = clean_run(scope, scope.prepare(answer.prompt, with_answers=False), answer.ids[:1])
+    relied = reliance(scope, item, answer, ctx.clean_logp[0])
+    assert relied is not None, "checked by discover: every item has its scene"
+    return relied.relied
 
 
 def _hits(maps: np.ndarray, boxes: np.ndarray, box) -> np.ndarray:
@@ -157,22 +172,37 @@ def _hits(maps: np.ndarray, boxes: np.ndarray, box) -> np.ndarray:
     return np.array([[pointing_hit(m, boxes, box) for m in layer] for layer in maps])
 
 
-def discover(scope: Scope, items: list[BoxItem], max_heads: int = 8) -> HeadRanking:
-    """Score, rank and select heads on `items` (questions with the asked object's box)."""
+def discover(scope: Scope, items: list[BoxItem], max_heads: int = 8, target: str = "asked") -> HeadRanking:
+    """Score, rank and select heads on `items` (questions with the asked object's box) against
+    the asked object, or (`target="relied"`, shapes scenes only) the object the answer relies on."""
     from ..progress import progress
     from ..stats import bootstrap
     from .faithfulness.scoring import pointing_hit, spatial_entropy
 
     if not items:
         raise VlmscopeError("head discovery needs at least one question with a box")
-    all_maps, boxes, hits, entropy, correct = [], [], [], [], []
+    if target not in TARGETS:
+        raise VlmscopeError(f"unknown --target {target!r}; choose from {', '.join(TARGETS)}")
+    if target == "relied" and any(it.scene is None for it in items):
+        raise VlmscopeError(
+            "--target relied needs shapes scenes (each object is erased in turn); "
+            "a CSV row knows one box: use --target asked"
+        )
+    all_maps, boxes, targets, hits, entropy, correct, on_asked = [], [], [], [], [], [], []
     for item in progress(items, desc="heads", unit="question"):
-        maps, b, text = head_maps(scope, item)
+        maps, b, answer = head_maps(scope, item)
+        box = item.box
+        if target == "relied":
+            assert item.scene is not None
+            relied = relied_object(scope, item, answer)
+            box = tuple(float(v) for v in item.scene.objects[relied].box)
+            on_asked.append(box == item.box)
         all_maps.append(maps)
         boxes.append(b)
-        hits.append(_hits(maps, b, item.box))
+        targets.append(box)
+        hits.append(_hits(maps, b, box))
         entropy.append([[spatial_entropy(m) for m in layer] for layer in maps])
-        correct.append(item.correct(text))
+        correct.append(item.correct(answer.text))
     H = np.array(hits, dtype=float)  # [N, L, H]
     ent = np.array(entropy).mean(0)
     n_layers, n_heads = H.shape[1:]
@@ -191,7 +221,7 @@ def discover(scope: Scope, items: list[BoxItem], max_heads: int = 8) -> HeadRank
 
     def set_hits(selected) -> np.ndarray:
         idx = tuple(np.array(selected).T)
-        return np.array([pointing_hit(m[idx].mean(0), b, it.box) for m, b, it in zip(all_maps, boxes, items)], float)
+        return np.array([pointing_hit(m[idx].mean(0), b, t) for m, b, t in zip(all_maps, boxes, targets)], float)
 
     selected: list[tuple[int, int]] = []
     best = -1.0
@@ -205,7 +235,9 @@ def discover(scope: Scope, items: list[BoxItem], max_heads: int = 8) -> HeadRank
         best = score
         path.append({"heads": pairs_text(selected), "pointing": float(score)})
     every = set_hits(pairs)
-    settings = {"n": len(items), "max_heads": max_heads, "model": scope.source}
+    settings: dict = {"n": len(items), "max_heads": max_heads, "model": scope.source, "target": target}
+    if on_asked:
+        settings["relied_on_asked"] = float(np.mean(on_asked))
     known = [c for c in correct if c is not None]
     if known:
         settings["accuracy"] = float(np.mean(known))
