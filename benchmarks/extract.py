@@ -112,7 +112,7 @@ def _processor_worker(conn, model: str, csv_path: str, batch_size: int, threads:
     from vlmscope.data.sources import open_source
 
     torch.set_num_threads(max(threads, 1))
-    scope = vlmscope.load(model)
+    scope = vlmscope.load(model, device="cpu")  # it only prepares batches
     rows = list(open_source(csv_path))
     conn.send("ready")
     while (first := conn.recv()) is not None:
