@@ -11,13 +11,15 @@ from vlmscope import Example
 
 @pytest.fixture(scope="module")
 def eager_models(tiny_dirs):
-    return {fam: AutoModelForImageTextToText.from_pretrained(p, attn_implementation="eager", dtype=torch.float32).eval()
-            for fam, p in tiny_dirs.items()}
+    return {
+        fam: AutoModelForImageTextToText.from_pretrained(p, attn_implementation="eager", dtype=torch.float32).eval()
+        for fam, p in tiny_dirs.items()
+    }
 
 
 def _examples(images, n_images: int):
     first = Example("What colour is the circle?", images=images[:1])
-    second = Example("Is there a red square in one of these pictures?", images=images[1:1 + n_images])
+    second = Example("Is there a red square in one of these pictures?", images=images[1 : 1 + n_images])
     return [first, second]
 
 
@@ -46,13 +48,18 @@ def test_generate_rows_equal_eager(scopes, eager_models, family, images):
     trace = scope.generate(exs, ["llm.layers.attn"], max_new_tokens=5)
     batch = scope.prepare(exs)
     with torch.no_grad():
-        out = eager_models[family].generate(**batch.inputs, max_new_tokens=5, do_sample=False,
-                                            output_attentions=True, return_dict_in_generate=True,
-                                            pad_token_id=scope.processor.tokenizer.pad_token_id)
+        out = eager_models[family].generate(
+            **batch.inputs,
+            max_new_tokens=5,
+            do_sample=False,
+            output_attentions=True,
+            return_dict_in_generate=True,
+            pad_token_id=scope.processor.tokenizer.pad_token_id,
+        )
     T0 = batch.length
-    for b, tm in enumerate(trace.token_maps):
+    for b in range(len(trace.token_maps)):
         gen = trace.generated_ids[b]
-        assert out.sequences[b, T0:T0 + len(gen)].tolist() == gen  # same tokens as eager
+        assert out.sequences[b, T0 : T0 + len(gen)].tolist() == gen  # same tokens as eager
         pad = batch.pad[b]
         for i in range(scope.adapter.num_layers):
             got = trace[f"llm.layers.{i}.attn"][b]  # [H, len(gen), T]
@@ -60,8 +67,8 @@ def test_generate_rows_equal_eager(scopes, eager_models, family, images):
             for j in range(len(gen)):
                 step = out.attentions[j][i][b]  # [H, q, K]
                 want = step[:, -1, pad:]
-                torch.testing.assert_close(got[:, j, :want.shape[-1]], want, atol=1e-5, rtol=1e-5)
-                assert got[:, j, want.shape[-1]:].abs().max() == 0 if got.shape[-1] > want.shape[-1] else True
+                torch.testing.assert_close(got[:, j, : want.shape[-1]], want, atol=1e-5, rtol=1e-5)
+                assert got[:, j, want.shape[-1] :].abs().max() == 0 if got.shape[-1] > want.shape[-1] else True
 
 
 def test_attention_rows_only_for_requested_layers(scopes, images):
@@ -113,9 +120,45 @@ def test_decode_rows_equal_step_by_step(mask_kind):
         want.append(last_row_probabilities(q, key, mask, 0.3)[:, :, 0])  # [B, H, K_s]
     assert not queued.extends(keys[:, :, : t0 + 1])  # a key that did not grow is another cache
     (probs, got_steps), *more = queued.take(max_steps=3)
-    (probs2, steps2), = more
+    ((probs2, steps2),) = more
     assert got_steps + steps2 == list(range(steps)) and len(queued) == 0
     got = torch.cat([probs, probs2]).reshape(steps, b, h, -1)
     for s in range(steps):
         torch.testing.assert_close(got[s, :, :, : t0 + s + 1], want[s], atol=1e-6, rtol=1e-6)
         assert got[s, :, :, t0 + s + 1 :].abs().sum() == 0  # keys after the step get nothing
+
+
+def test_layers_taken_together_equal_each_layer_alone():
+    """Layers that queued the same steps are computed in one matmul; a layer whose mask differs
+    (a sliding-window layer, say) is computed on its own; every layer's rows equal its own `take`."""
+    from vlmscope.capture.attention import DecodeRows, last_row_probabilities, take_together
+
+    g = torch.Generator().manual_seed(1)
+    b, h, kv, d, t0, steps, layers = 2, 4, 2, 8, 5, 6, 4
+    keys = [torch.randn(b, kv, t0 + steps, d, generator=g) for _ in range(layers)]
+    together, alone = [DecodeRows() for _ in range(layers)], [DecodeRows() for _ in range(layers)]
+    reference = [[] for _ in range(layers)]  # each step's own computation, [B, H, K_s]
+    for s in range(steps):
+        k_len = t0 + s + 1
+        shared = torch.ones(b, 1, 1, k_len, dtype=torch.bool)
+        shared[1, ..., :2] = False  # example 1 is left-padded by two
+        window = shared.clone()
+        window[..., : max(k_len - 3, 0)] = False  # layer 2 sees only its last three keys
+        for layer in range(layers):
+            q = torch.randn(b, h, 1, d, generator=g)
+            mask = window if layer == 2 else shared
+            for queue in (together[layer], alone[layer]):
+                queue.add(q, keys[layer][:, :, :k_len], mask, 0.3, step=s)
+            reference[layer].append(last_row_probabilities(q, keys[layer][:, :, :k_len], mask, 0.3)[:, :, 0])
+    assert together[0].same_steps(together[1]) and not together[1].same_steps(together[2])
+    got = take_together(together, max_steps=4)
+    for layer in range(layers):
+        want = alone[layer].take(max_steps=4)
+        assert [steps for _, steps in got[layer]] == [steps for _, steps in want] == [[0, 1, 2, 3], [4, 5]]
+        for (p, _), (w, _) in zip(got[layer], want):
+            torch.testing.assert_close(p, w, atol=1e-6, rtol=1e-6)
+        assert len(together[layer]) == 0
+        rows = torch.cat([p for p, _ in got[layer]]).reshape(steps, b, h, -1)
+        for s in range(steps):
+            torch.testing.assert_close(rows[s, :, :, : t0 + s + 1], reference[layer][s], atol=1e-6, rtol=1e-6)
+    assert got[2][0][0].reshape(4, b, h, -1)[3, :, :, : t0 + 4 - 3].abs().sum() == 0  # the window held

@@ -150,7 +150,7 @@ class DecodeRows:
     def __init__(self):
         self.queries: list[torch.Tensor] = []  # [B, H, 1, d] per step
         self.lengths: list[int] = []  # keys each step saw
-        self.masks: list[torch.Tensor | None] = []  # [B, 1, 1, K_s] per step, or None
+        self.masks: list[torch.Tensor | None] = []  # per step: the layer's mask ([B, 1, q, K_s] or [B, K_s]), or None
         self.steps: list = []
         self.key: torch.Tensor | None = None
         self.scaling: float | None = None
@@ -166,46 +166,90 @@ class DecodeRows:
         when the step already has one query row; the latest key is detached once, in `take`)."""
         self.queries.append(query if query.shape[2] == 1 else query[:, :, -1:])
         self.lengths.append(key.shape[-2])
-        if mask is not None and mask.dim() == 4:
-            mask = mask if mask.shape[2] == 1 else mask[:, :, -1:]
-        elif mask is not None:  # flash-style padding mask [B, K]
-            mask = mask[:, None, None].bool()
-        self.masks.append(mask)
+        self.masks.append(mask)  # as the kernel got it: layers sharing a mask share the object
         self.steps.append(step)
         self.key, self.scaling = key, scaling
 
     def take(self, max_steps: int = 256) -> list[tuple[torch.Tensor, list]]:
         """Every queued step's probabilities, as ([steps*B, H, K] ordered step-major, those steps)
         in runs of at most `max_steps` (to bound the scores' memory); the queue is emptied."""
-        assert self.key is not None
-        key, out = self.key.detach(), []
-        b, kv, k_len, d = key.shape
-        scale = self.scaling if self.scaling is not None else d**-0.5
-        cols = torch.arange(k_len, device=key.device)
-        for i in range(0, len(self.queries), max_steps):
-            q = torch.cat(self.queries[i : i + max_steps], dim=2).detach()  # [B, H, S, d]
-            h, s = q.shape[1], q.shape[2]
-            scores = torch.matmul(q.reshape(b, kv, (h // kv) * s, d), key.transpose(-1, -2))
-            scores = scores.reshape(b, h, s, k_len).float() * scale
-            lengths = torch.tensor(self.lengths[i : i + max_steps], device=key.device)
-            scores = scores.masked_fill((cols[None, :] >= lengths[:, None])[None, None], float("-inf"))
-            masks = self.masks[i : i + max_steps]
-            if any(m is not None for m in masks):
-                scores = scores + _stack_mask_rows(masks, b, k_len, key.device)
-            probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
-            out.append((probs.permute(2, 0, 1, 3).reshape(s * b, h, k_len), self.steps[i : i + max_steps]))
-        self.queries, self.lengths, self.masks, self.steps, self.key = [], [], [], [], None
-        return out
+        return take_together([self], max_steps)[0]
+
+    def same_steps(self, other: DecodeRows) -> bool:
+        """Whether `other` queued the same steps, masks and key shape (another layer of the same
+        generate), so that both layers' rows can come from one matmul."""
+        assert self.key is not None and other.key is not None
+        return (
+            self.steps == other.steps
+            and self.lengths == other.lengths
+            and self.key.shape == other.key.shape
+            and self.scaling == other.scaling
+            and all(a is b for a, b in zip(self.masks, other.masks))
+        )
+
+
+def take_together(
+    queues: list[DecodeRows], max_steps: int = 256, max_scores: int = 1 << 24
+) -> list[list[tuple[torch.Tensor, list]]]:
+    """`q.take(max_steps)` of every queue, with layers that queued the same steps computed
+    together (their keys stacked, up to `max_scores` scores at once): on a small model one
+    matmul and one softmax per layer cost more in dispatch than in arithmetic."""
+    out: list[list[tuple[torch.Tensor, list]]] = [[] for _ in queues]
+    i = 0
+    while i < len(queues):
+        first = queues[i]
+        assert first.key is not None
+        b, _, k_len, _ = first.key.shape
+        per_layer = b * first.queries[0].shape[1] * min(len(first), max_steps) * k_len
+        j = i + 1
+        while j < len(queues) and (j - i + 1) * per_layer <= max_scores and first.same_steps(queues[j]):
+            j += 1
+        for k, taken in enumerate(_take_group(queues[i:j], max_steps)):
+            out[i + k] = taken
+        i = j
+    for q in queues:
+        q.queries, q.lengths, q.masks, q.steps, q.key = [], [], [], [], None
+    return out
+
+
+def _take_group(group: list[DecodeRows], max_steps: int) -> list[list[tuple[torch.Tensor, list]]]:
+    """Per layer of `group` (same steps, see `same_steps`): [(probs [steps*B, H, K], steps)]."""
+    first = group[0]
+    assert first.key is not None
+    keys = [q.key.detach() for q in group if q.key is not None]
+    key = keys[0][None] if len(keys) == 1 else torch.stack(keys)  # [L, B, kv, K, d]
+    n_layers, b, kv, k_len, d = key.shape
+    scale = first.scaling if first.scaling is not None else d**-0.5
+    cols = torch.arange(k_len, device=key.device)
+    out: list[list[tuple[torch.Tensor, list]]] = [[] for _ in group]
+    for i in range(0, len(first), max_steps):
+        q = torch.stack([torch.cat(g.queries[i : i + max_steps], dim=2) for g in group]).detach()  # [L, B, H, S, d]
+        h, s = q.shape[2], q.shape[3]
+        # query heads grouped by the key head they share (as repeat_kv does) instead of copying keys
+        scores = torch.matmul(q.reshape(n_layers, b, kv, (h // kv) * s, d), key.transpose(-1, -2))
+        scores = scores.reshape(n_layers, b, h, s, k_len).float() * scale
+        lengths = torch.tensor(first.lengths[i : i + max_steps], device=key.device)
+        bias = torch.zeros(s, k_len, device=key.device).masked_fill_(cols[None, :] >= lengths[:, None], float("-inf"))
+        masks = first.masks[i : i + max_steps]
+        if any(m is not None for m in masks):  # the same mask objects in every layer of the group
+            bias = bias + _stack_mask_rows(masks, b, k_len, key.device)
+        probs = torch.softmax(scores + bias, dim=-1).nan_to_num(0.0)
+        probs = probs.permute(0, 3, 1, 2, 4).reshape(n_layers, s * b, h, k_len)
+        for layer in range(n_layers):
+            out[layer].append((probs[layer], first.steps[i : i + max_steps]))
+    return out
 
 
 def _stack_mask_rows(masks: list, batch: int, k_len: int, device) -> torch.Tensor:
-    """[B, 1, S, K] additive mask from each step's [B, 1, 1, K_s] mask row (boolean or additive;
-    None: nothing masked); columns past a step's own keys are masked by the caller."""
+    """[B, 1, S, K] additive mask from each step's mask (4D boolean or additive, its last row used;
+    a flash-style [B, K_s] padding mask; None: nothing masked); columns past a step's own keys
+    are masked by the caller."""
     rows = []
     for m in masks:
         if m is None:
             rows.append(torch.zeros(batch, 1, 1, k_len, device=device))
             continue
+        m = m[:, :, -1:] if m.dim() == 4 else m[:, None, None].bool()
         m = m.float().log() if m.dtype == torch.bool else m.float()  # True -> 0, False -> -inf
         rows.append(F.pad(m, (0, k_len - m.shape[-1])).expand(batch, 1, 1, k_len))
     return torch.cat(rows, dim=2)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ..errors import VlmscopeError
 from ..sites import SiteSpec
 from ..specs import Selection
-from .attention import DecodeRows, intervening, last_row_probabilities, row_probabilities
+from .attention import DecodeRows, intervening, last_row_probabilities, row_probabilities, take_together
 from .edits import EditRequest, apply
 from .plan import Request
 from .trace import Trace
@@ -141,6 +141,7 @@ class CaptureRun:
         self._decode: dict[int, tuple] = {}
         self._pads = torch.tensor(batch.pad, dtype=torch.long)
         self._prefill_only: list = []  # hook handles nobody needs once decoding starts
+        self._joins: dict[tuple, tuple] = {}  # in `finish`: bookkeeping shared by requests over the same rows
         self._norm: torch.Tensor | None = None  # the prefill's final norm, for the logits transformers skips
         # attention rows of decode steps, computed at the end
         self._queued = {r.key: DecodeRows() for r in requests if r.site.is_attention}
@@ -402,20 +403,23 @@ class CaptureRun:
         return out
 
     def observe(self, module, query, key, mask, scaling):
-        """Called by the attention wrapper for every decoder layer during a recording."""
-        for req, chunks, queued in self._attn.get(getattr(module, "layer_idx", -1), ()):
-            self._observe(req, chunks, queued, query, key, mask, scaling)
-
-    def _observe(self, req: Request, chunks: list, queued: DecodeRows, query, key, mask, scaling):
+        """Called by the attention wrapper for every decoder layer during a recording. A decode
+        step (one new row, every example keeping it, or none) is only queued: no bookkeeping per
+        layer and step, its rows are computed with the others' in `finish`."""
         length = query.shape[2]
         start = self.step_start + self.step_len - length
+        decoding = length == 1 and start >= self.T0
+        for req, chunks, queued, keeps_decode in self._attn.get(getattr(module, "layer_idx", -1), ()):
+            if not decoding:
+                self._observe_prompt(req, chunks, queued, query, key, mask, scaling, start, length)
+            elif keeps_decode:
+                if not queued.extends(key):
+                    self._flush(queued, chunks)
+                queued.add(query, key, mask, scaling, start)
+
+    def _observe_prompt(self, req: Request, chunks: list, queued: DecodeRows, query, key, mask, scaling, start, length):
         step = self.step_rows(req.selection, start, length)
         if step is None:
-            return
-        if length == 1 and start >= self.T0 and step.every:  # a decode step: computed at the end
-            if not queued.extends(key):
-                self._flush(queued, chunks)
-            queued.add(query, key, mask, scaling, step)
             return
         self._flush(queued, chunks)  # chunks stay in step order
         if step.union is None:  # the query rows any example keeps, and each kept row's index among them
@@ -429,19 +433,27 @@ class CaptureRun:
             probs = row_probabilities(query.detach(), key.detach(), mask, step.union, scaling)
         chunks.append((probs, step))
 
-    @staticmethod
-    def _flush(queued: DecodeRows, chunks: list) -> None:
-        if not len(queued):
-            return
-        for probs, steps in queued.take():
-            b, p, pos = (torch.cat([getattr(s, f) for s in steps]) for f in ("b", "p", "pos"))
-            chunks.append((probs, _Step(b, p, b, p, pos, stacked=True)))  # stacked: no device gather
+    def _flush(self, queued: DecodeRows, chunks: list) -> None:
+        if len(queued):
+            self._add_stacked(queued.take(), chunks)
+
+    def _add_stacked(self, taken: list[tuple[torch.Tensor, list]], chunks: list) -> None:
+        """Computed decode rows as chunks: step-major (every example of a step), one shared
+        `_Step` per run of steps, so every layer's chunks have the same bookkeeping."""
+        n = self.batch.size
+        for probs, starts in taken:
+            key = ("stacked", *starts)
+            if key not in self._steps:
+                b = torch.arange(n).repeat(len(starts))
+                p = torch.tensor(starts, dtype=torch.long).repeat_interleave(n)
+                self._steps[key] = _Step(b, p, b, p, p - self._pads[b], stacked=True)  # stacked: no device gather
+            chunks.append((probs, self._steps[key]))
 
     # ---- running ------------------------------------------------------------------------------
     @contextmanager
     def active(self):
         self._attn = {
-            i: [(r, self.chunks[r.key], self._queued[r.key]) for r in reqs]
+            i: [(r, self.chunks[r.key], self._queued[r.key], self.flat[r.selection].decode) for r in reqs]
             for i, reqs in self.attention_layers().items()
         }
         with ExitStack() as stack:
@@ -459,8 +471,10 @@ class CaptureRun:
         trace = Trace(token_maps or self.batch.token_maps)
         trace.stopped_early = self.stopped
         attention = [r for r in self.requests if r.site.is_attention]
-        for key, queued in self._queued.items():
-            self._flush(queued, self.chunks[key])
+        pending = [(key, queued) for key, queued in self._queued.items() if len(queued)]
+        for (key, _), taken in zip(pending, take_together([q for _, q in pending])):
+            self._add_stacked(taken, self.chunks[key])
+        self._joins = {}
         # per example and kept columns on the device, then one transfer for every layer: the
         # CPU receives only what it returns, already laid out
         split = []
@@ -478,12 +492,20 @@ class CaptureRun:
                 trace.captures[r.key], trace.positions[r.key] = self._sequence_captures(r, limits)
         trace.captures = {r.key: trace.captures[r.key] for r in self.requests}  # the plan's order
         trace.positions = {r.key: trace.positions[r.key] for r in self.requests if r.key in trace.positions}
+        self._joins = {}
         return trace
 
     def _joined(self, r: Request, limits: list[int] | None):
         """Every kept row of `r` grouped by example, in position order: (order of the rows of the
         joined chunks, rows per example, their positions per example)."""
         chunks = [(c[1].b, c[1].pos) if r.site.is_attention else c[1:] for c in self.chunks[r.key]]
+        same = (r.selection, *(id(t) for c in chunks for t in c))  # tensors alive until `finish` ends
+        if same not in self._joins:
+            self._joins[same] = self._join(chunks, r, limits)
+        order, sizes, kept = self._joins[same]
+        return order, sizes, [list(p) for p in kept]
+
+    def _join(self, chunks: list, r: Request, limits: list[int] | None):
         b = torch.cat([c[0] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
         pos = torch.cat([c[1] for c in chunks]) if chunks else torch.zeros(0, dtype=torch.long)
         counts = torch.bincount(b, minlength=self.batch.size)
