@@ -37,8 +37,8 @@ browser:
 	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium >/dev/null; }
 
 test: venv browser
-	$(BIN)/ruff check src
-	$(BIN)/ruff format --check src
+	$(BIN)/ruff check src benchmarks
+	$(BIN)/ruff format --check src benchmarks
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest -n 2 -q tests
 

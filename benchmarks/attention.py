@@ -94,7 +94,6 @@ def worker(mode: str, model_dir: str, tokens: int, args) -> dict:
     import time
 
     import torch
-
     from common import interleave, measure, setup, sync
 
     setup(args)
@@ -187,7 +186,11 @@ def main(argv=None) -> int:
                 "vision_tokens": tokens,
                 "paths": paths,
                 "vlmscope_vs_plain": ratio(paths, "vlmscope", "plain"),
-                **{f"{k}_vs_plain": ratio(paths, k, "plain") for k in ("eager", "no_capture", "one_residual") if k in paths},
+                **{
+                    f"{k}_vs_plain": ratio(paths, k, "plain")
+                    for k in ("eager", "no_capture", "one_residual")
+                    if k in paths
+                },
                 "out_of_memory": res["time"]["out_of_memory"],
                 "calls_per_round": res["time"]["calls_per_round"],
                 "peak_mib": {
@@ -197,8 +200,10 @@ def main(argv=None) -> int:
                 },
             }
             table.append(row)
-            others = "".join(f", {k} {fmt_ratio(row[k + '_vs_plain'])}" for k in ("no_capture", "one_residual") if k in paths)
-            print(f"  {tokens} vision tokens: vlmscope / plain {fmt_ratio(row['vlmscope_vs_plain'])}{others}", flush=True)
+            extra = [k for k in ("no_capture", "one_residual") if k in paths]
+            others = "".join(f", {k} {fmt_ratio(row[k + '_vs_plain'])}" for k in extra)
+            ours = fmt_ratio(row["vlmscope_vs_plain"])
+            print(f"  {tokens} vision tokens: vlmscope / plain {ours}{others}", flush=True)
             payload = {  # written after every size, so a long GPU run keeps what it finished
                 "benchmark": "attention",
                 "config": args.config,

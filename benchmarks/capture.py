@@ -39,9 +39,9 @@ def nnsight_states(model, inputs: dict, layers: int) -> list:
 
 def run(args) -> dict:
     import torch
+    from common import interleave
 
     import vlmscope
-    from common import interleave
     from vlmscope import Example
     from vlmscope.data.shapes import export_vqa
     from vlmscope.data.sources import open_source

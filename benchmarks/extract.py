@@ -68,13 +68,13 @@ def seed_loop(scope, csv_path: Path, out: Path, layers: list[int], max_new_token
     out.mkdir(parents=True, exist_ok=True)
     f = h5py.File(out / "embeddings_part_001.h5", "w")
     rows = list(csv.DictReader(csv_path.open()))[:limit]
-    for n, r in enumerate(rows):
+    for r in rows:
         image = Image.open(csv_path.parent / "images" / f"{r['image_id']}.png").convert("RGB")
         msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["question"]}]}]
         text = proc.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         inputs = proc(text=[text], images=[image], return_tensors="pt").to(scope.device)
         got = {}
-        hook = visual.blocks[-1].register_forward_hook(lambda m, a, o: got.__setitem__("vf", o))
+        hook = visual.blocks[-1].register_forward_hook(lambda m, a, o, got=got: got.__setitem__("vf", o))
         with torch.no_grad():
             hs = model(**inputs, output_hidden_states=True).hidden_states
         hook.remove()
@@ -153,9 +153,9 @@ class ProcessorBeside:
 def speed(args, tmp: Path) -> dict:
     """The floor and extraction with each compression over the same rows, interleaved by round."""
     import torch
+    from common import interleave
 
     import vlmscope
-    from common import interleave
     from vlmscope import Example
     from vlmscope.data.shapes import export_vqa
     from vlmscope.data.sources import open_source
@@ -264,7 +264,7 @@ def writer_costs(args, tmp: Path, width: int = 3584, rows: int = 1008) -> dict:
     out: dict = {}
     for origin in ("float32", "bfloat16"):
 
-        def value():
+        def value(origin=origin):
             x = rng.standard_normal(width).astype(np.float32)
             return x if origin == "float32" else torch.from_numpy(x).bfloat16().float().numpy()
 
@@ -293,8 +293,9 @@ def writer_costs(args, tmp: Path, width: int = 3584, rows: int = 1008) -> dict:
 
 
 def memory_worker(model: str, csv_path: str, rows: int, out: str, args) -> dict:
-    import vlmscope
     from common import measure, peak_rss, rss_bytes, setup
+
+    import vlmscope
     from vlmscope.data.sources import open_source
     from vlmscope.extraction import extract, make_preset
 

@@ -49,7 +49,8 @@ def attention(d: dict) -> list[str]:
         )
         line = f"| {r['vision_tokens']} | {r['paths']['plain']['median_s']:.2f} | {_r(r['vlmscope_vs_plain'])} |"
         if eager:
-            line += f" {_r(r['eager_vs_plain'])} |" if "eager_vs_plain" in r else " not timed (OOM beside the SDPA model) |"
+            oom = " not timed (OOM beside the SDPA model) |"
+            line += f" {_r(r['eager_vs_plain'])} |" if "eager_vs_plain" in r else oom
         out.append(line + f" {mems or '-'} |")
     return out
 
