@@ -162,3 +162,32 @@ def test_layers_taken_together_equal_each_layer_alone():
         for s in range(steps):
             torch.testing.assert_close(rows[s, :, :, : t0 + s + 1], reference[layer][s], atol=1e-6, rtol=1e-6)
     assert got[2][0][0].reshape(4, b, h, -1)[3, :, :, : t0 + 4 - 3].abs().sum() == 0  # the window held
+
+
+def test_layers_taken_together_stay_within_the_memory_bound(monkeypatch):
+    """A group never stacks more scores or key elements than `max_scores`: with room for two
+    layers, four layers are computed in two groups, with the same rows as one at a time."""
+    from vlmscope.capture import attention
+    from vlmscope.capture.attention import DecodeRows, take_together
+
+    g = torch.Generator().manual_seed(2)
+    b, h, kv, d, t0, steps, layers = 1, 4, 2, 8, 5, 3, 4
+    keys = [torch.randn(b, kv, t0 + steps, d, generator=g) for _ in range(layers)]
+    queues, alone = [DecodeRows() for _ in range(layers)], [DecodeRows() for _ in range(layers)]
+    for s in range(steps):
+        for layer in range(layers):
+            q = torch.randn(b, h, 1, d, generator=g)
+            for queue in (queues[layer], alone[layer]):
+                queue.add(q, keys[layer][:, :, : t0 + s + 1], None, None, step=s)
+    per_layer = max(b * h * steps * (t0 + steps), b * kv * (t0 + steps) * d)
+    sizes, real = [], attention._take_group
+
+    def counted(group, max_steps):
+        sizes.append(len(group))
+        return real(group, max_steps)
+
+    monkeypatch.setattr(attention, "_take_group", counted)
+    got = take_together(queues, max_scores=2 * per_layer)
+    assert sizes == [2, 2]
+    for layer in range(layers):
+        torch.testing.assert_close(got[layer][0][0], alone[layer].take()[0][0], atol=1e-6, rtol=1e-6)

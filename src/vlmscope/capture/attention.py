@@ -192,15 +192,15 @@ def take_together(
     queues: list[DecodeRows], max_steps: int = 256, max_scores: int = 1 << 24
 ) -> list[list[tuple[torch.Tensor, list]]]:
     """`q.take(max_steps)` of every queue, with layers that queued the same steps computed
-    together (their keys stacked, up to `max_scores` scores at once): on a small model one
-    matmul and one softmax per layer cost more in dispatch than in arithmetic."""
+    together (their keys stacked; at most `max_scores` scores, or stacked key elements, at once):
+    on a small model one matmul and one softmax per layer cost more in dispatch than in arithmetic."""
     out: list[list[tuple[torch.Tensor, list]]] = [[] for _ in queues]
     i = 0
     while i < len(queues):
         first = queues[i]
         assert first.key is not None
         b, _, k_len, _ = first.key.shape
-        per_layer = b * first.queries[0].shape[1] * min(len(first), max_steps) * k_len
+        per_layer = max(b * first.queries[0].shape[1] * min(len(first), max_steps) * k_len, first.key.numel())
         j = i + 1
         while j < len(queues) and (j - i + 1) * per_layer <= max_scores and first.same_steps(queues[j]):
             j += 1
