@@ -192,7 +192,8 @@ def test_regenerate_equals_generate_with_hand_built_masks(scopes):
         for layer in scope.adapter.language_model.layers:
             def pre(module, args, kwargs):
                 q = args[0].shape[1] if args else kwargs["hidden_states"].shape[1]
-                past = kwargs["past_key_values"].get_seq_length(module.self_attn.layer_idx)
+                cache = kwargs["cache"] if "cache" in kwargs else kwargs["past_key_values"]  # renamed in transformers 5.24
+                past = cache.get_seq_length(module.self_attn.layer_idx)
                 rows = torch.arange(past, past + q)
                 causal = torch.arange(past + q)[None, :] <= rows[:, None]
                 kwargs["attention_mask"] = (causal & ~(inside[None, :past + q] & ~inside[rows][:, None]))[None, None]

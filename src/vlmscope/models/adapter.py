@@ -212,6 +212,17 @@ class Adapter:
         out = self.model.model.get_image_features(pixel_values.to(device), grid_thw.to(device))
         return list(out.pooler_output), None
 
+    def cache_kwargs(self, cache) -> dict[str, Any]:
+        """`cache` under the name the installed transformers' decoder takes it by: ``cache`` from
+        5.24 on, ``past_key_values`` before (the old name still works there, with a warning)."""
+        import inspect
+
+        name = getattr(self, "_cache_name", None)
+        if name is None:
+            params = inspect.signature(self.language_model.forward).parameters
+            name = self._cache_name = "cache" if "cache" in params else "past_key_values"
+        return {name: cache}
+
     def decoder_kwargs(self, visual_mask: torch.Tensor, deepstack: list[torch.Tensor] | None) -> dict[str, Any]:
         """Extra keyword arguments of a direct decoder call over positions whose image tokens are
         `visual_mask` [B, L] (deepstack: the features of those positions, per level)."""

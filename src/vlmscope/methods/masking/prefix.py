@@ -127,10 +127,9 @@ def run_decoder(
     if positions is None:
         positions = ctx.positions[:, :, start : start + length].expand(3, v, -1)
     visual = ctx.visual[start : start + length]
-    kw = ctx.scope.adapter.decoder_kwargs(visual[None].expand(v, -1), deepstack)
-    out = ctx.scope.adapter.language_model(
-        inputs_embeds=embeds, position_ids=positions, past_key_values=cache, use_cache=True, **kw
-    )
+    adapter = ctx.scope.adapter
+    kw = adapter.decoder_kwargs(visual[None].expand(v, -1), deepstack) | adapter.cache_kwargs(cache)
+    out = adapter.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=True, **kw)
     return out.last_hidden_state
 
 
