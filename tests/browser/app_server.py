@@ -1,6 +1,7 @@
 """Fixtures of the browser tests (imported by them; not a conftest.py, whose module name would
-shadow tests/conftest.py's helpers): the app served on localhost in a thread (random free port) with the bundled model and a tiny
-random Qwen2.5-VL that shares its tokenizer, driven by headless Chromium through Playwright.
+shadow tests/conftest.py's helpers): the app served on localhost in a thread (random free port)
+with the bundled model and a tiny random Qwen2.5-VL that shares its tokenizer, driven by
+headless Chromium through Playwright.
 
 Skipped cleanly when Gradio, Playwright or a Chromium binary is missing."""
 

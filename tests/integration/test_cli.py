@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import numpy as np
+from conftest import random_image
 
 from vlmscope.cli import main
-
-from conftest import random_image
 
 
 def test_inspect_json(tiny_dirs, capsys):
@@ -31,9 +30,28 @@ def test_capture_writes_arrays_and_token_map(tiny_dirs, tmp_path, capsys):
     img = tmp_path / "img.png"
     random_image(56, 84, 0).save(img)
     out = tmp_path / "out"
-    rc = main(["capture", str(img), "--prompt", "What is this?", "--model", str(tiny_dirs["qwen2_vl"]),
-               "--device", "cpu", "--sites", "vision.merger,llm.layers", "--layers", "halp",
-               "--tokens", "vision", "--reduce", "mean", "--out", str(out)])
+    rc = main(
+        [
+            "capture",
+            str(img),
+            "--prompt",
+            "What is this?",
+            "--model",
+            str(tiny_dirs["qwen2_vl"]),
+            "--device",
+            "cpu",
+            "--sites",
+            "vision.merger,llm.layers",
+            "--layers",
+            "halp",
+            "--tokens",
+            "vision",
+            "--reduce",
+            "mean",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     arrays = np.load(out / "captures.npz")
     assert sorted(arrays.files) == ["llm.layers.0", "llm.layers.1", "llm.layers.2", "vision.merger"]
@@ -43,11 +61,41 @@ def test_capture_writes_arrays_and_token_map(tiny_dirs, tmp_path, capsys):
 
 
 def test_errors_are_one_line(tiny_dirs, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "vlmscope.cli", "capture", str(tmp_path / "missing.png"),
-                           "--prompt", "x", "--model", str(tiny_dirs["qwen2_vl"]), "--device", "cpu"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlmscope.cli",
+            "capture",
+            str(tmp_path / "missing.png"),
+            "--prompt",
+            "x",
+            "--model",
+            str(tiny_dirs["qwen2_vl"]),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "image not found" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "vlmscope.cli", "capture", "--prompt", "x", "--layers", "99",
-                           "--model", str(tiny_dirs["qwen2_vl"]), "--device", "cpu"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlmscope.cli",
+            "capture",
+            "--prompt",
+            "x",
+            "--layers",
+            "99",
+            "--model",
+            str(tiny_dirs["qwen2_vl"]),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "layer 99 out of range" in proc.stderr and "Traceback" not in proc.stderr

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ctrl_c_reaches_python
 from PIL import Image
 
 import vlmscope
 from vlmscope import Example, VlmscopeError
 from vlmscope.cli import main
-
-from conftest import ctrl_c_reaches_python
 
 IMG = str(Path(vlmscope.__file__).parent / "assets" / "examples" / "shapes_demo.png")
 COMMANDS = {
@@ -53,13 +52,22 @@ def test_out_naming_a_file_is_refused_before_the_model_loads(tmp_path, capsys, c
 
 
 def test_bad_flags_are_one_line(tmp_path, capsys):
-    _one_line_error(capsys, main([*COMMANDS["run"], IMG, "--out", str(tmp_path / "a"), "--methods", "raw,foo"]),
-                    "unknown map method 'foo'")
+    _one_line_error(
+        capsys,
+        main([*COMMANDS["run"], IMG, "--out", str(tmp_path / "a"), "--methods", "raw,foo"]),
+        "unknown map method 'foo'",
+    )
     assert not (tmp_path / "a").exists()  # nothing written for a run that could not start
-    _one_line_error(capsys, main([*COMMANDS["capture"], IMG, "--out", str(tmp_path / "b"), "--max-new-tokens", "0",
-                                  "--generate"]), "--max-new-tokens must be >= 1")
-    _one_line_error(capsys, main([*COMMANDS["capture"], IMG, "--out", str(tmp_path / "c"), "--attn-implementation",
-                                  "nope"]), "unknown attention implementation 'nope'; choose from eager")
+    _one_line_error(
+        capsys,
+        main([*COMMANDS["capture"], IMG, "--out", str(tmp_path / "b"), "--max-new-tokens", "0", "--generate"]),
+        "--max-new-tokens must be >= 1",
+    )
+    _one_line_error(
+        capsys,
+        main([*COMMANDS["capture"], IMG, "--out", str(tmp_path / "c"), "--attn-implementation", "nope"]),
+        "unknown attention implementation 'nope'; choose from eager",
+    )
 
 
 def test_model_directory_without_safetensors_is_one_line(tmp_path, capsys):
@@ -76,8 +84,11 @@ def test_model_directory_without_safetensors_is_one_line(tmp_path, capsys):
     assert "no *.safetensors weights" in err and "found pytorch_model.bin" in err and "pickle" in err
     empty = tmp_path / "empty"
     empty.mkdir()
-    _one_line_error(capsys, main([*COMMANDS["capture"], IMG, "--out", str(tmp_path / "p"), "--model", str(empty)]),
-                    "cannot load model")
+    _one_line_error(
+        capsys,
+        main([*COMMANDS["capture"], IMG, "--out", str(tmp_path / "p"), "--model", str(empty)]),
+        "cannot load model",
+    )
 
 
 def test_a_second_run_into_the_same_folder_is_refused_then_replaced_with_overwrite(tmp_path, capsys):
@@ -92,24 +103,32 @@ def test_a_second_run_into_the_same_folder_is_refused_then_replaced_with_overwri
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("precious")
-    _one_line_error(capsys, main([*COMMANDS["attention"], IMG, "--out", str(foreign), "--overwrite"]),
-                    "holds no vlmscope output")
+    _one_line_error(
+        capsys, main([*COMMANDS["attention"], IMG, "--out", str(foreign), "--overwrite"]), "holds no vlmscope output"
+    )
     assert (foreign / "thesis.tex").read_text() == "precious"
 
 
 def test_yaml_with_a_repeated_run_name_is_refused(tmp_path, capsys):
     config = tmp_path / "runs.yaml"
     config.write_text(f"runs:\n  - {{name: a, image: {IMG}, prompt: hi}}\n  - {{name: a, image: {IMG}, prompt: ho}}\n")
-    _one_line_error(capsys, main(["mask", "--config", str(config), "--out", str(tmp_path / "o")]),
-                    "run name 'a' appears more than once")
+    _one_line_error(
+        capsys,
+        main(["mask", "--config", str(config), "--out", str(tmp_path / "o")]),
+        "run name 'a' appears more than once",
+    )
 
 
 def test_ctrl_c_prints_one_line_exits_130_and_leaves_the_output_marked_incomplete(tmp_path):
     out = tmp_path / "mask"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen([sys.executable, "-m", "vlmscope.cli", *COMMANDS["mask"], IMG, "--out", str(out),
-                              "--device", "cpu"], stderr=subprocess.PIPE, text=True, env=env,
-                             preexec_fn=ctrl_c_reaches_python)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "vlmscope.cli", *COMMANDS["mask"], IMG, "--out", str(out), "--device", "cpu"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=ctrl_c_reaches_python,
+    )
     deadline = time.time() + 60
     while not (out / "vlmscope-output.json").exists() and time.time() < deadline and child.poll() is None:
         time.sleep(0.02)

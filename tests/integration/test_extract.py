@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import random_image
 
 import vlmscope.store
 from vlmscope.cli import main
@@ -20,8 +21,6 @@ from vlmscope.data.shapes import export_vqa
 from vlmscope.data.sources import open_source
 from vlmscope.extraction import extract, make_preset
 from vlmscope.store.layout import finished_parts
-
-from conftest import random_image
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +50,32 @@ def _reference(scope, question, image_path, max_new_tokens=None):
     if max_new_tokens:
         with torch.no_grad():
             seq = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        answer = proc.tokenizer.decode(seq[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        answer = proc.tokenizer.decode(seq[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     ids = inputs["input_ids"][0]
     vision = (ids == model.config.image_token_id).nonzero().flatten().tolist()
     block = got["block"][0] if isinstance(got["block"], tuple) else got["block"]
-    return {"hs": out.hidden_states, "vision": vision, "query": len(ids) - 1, "block": block,
-            "answer": answer, "inputs": inputs}
+    return {
+        "hs": out.hidden_states,
+        "vision": vision,
+        "query": len(ids) - 1,
+        "block": block,
+        "answer": answer,
+        "inputs": inputs,
+    }
 
 
 def _store(tmp_path, scope, shapes, preset, **kw):
     out = tmp_path / f"out-{preset.name}"
-    summary = extract(scope, open_source(shapes, limit=kw.pop("limit", 3)), out, preset, batch_size=2,
-                      checkpoint_every=2, progress=False, **kw)
+    summary = extract(
+        scope,
+        open_source(shapes, limit=kw.pop("limit", 3)),
+        out,
+        preset,
+        batch_size=2,
+        checkpoint_every=2,
+        progress=False,
+        **kw,
+    )
     assert summary.complete
     return vlmscope.store.open(out)
 
@@ -79,8 +92,9 @@ def test_halp_equals_transformers(scopes, family, shapes, tmp_path):
             image = shapes.parent / "images" / f"{json.loads(table['images'][k])[0]}.png"
             ref = _reference(scope, table["question"][k], image, max_new_tokens=4)
             hs = ref["hs"]
-            torch.testing.assert_close(torch.from_numpy(store["vf/vision.blocks.1"][k]), ref["block"].mean(0),
-                                       atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(
+                torch.from_numpy(store["vf/vision.blocks.1"][k]), ref["block"].mean(0), atol=1e-4, rtol=1e-4
+            )
             for name, pos in (("vt", ref["vision"][-1]), ("qt", ref["query"])):
                 for i in range(n):
                     got = torch.from_numpy(store[f"{name}/llm.layers.{i}"][k])
@@ -107,8 +121,9 @@ def test_three_point_equals_transformers(scopes, family, shapes, tmp_path):
             feats = torch.cat(list(feats)) if isinstance(feats, (list, tuple)) else feats
             merger = torch.from_numpy(store["vision.merger"][k])
             torch.testing.assert_close(merger, feats, atol=1e-4, rtol=1e-4)
-            torch.testing.assert_close(torch.from_numpy(store["mean/vision.merger"][k]), feats.mean(0),
-                                       atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(
+                torch.from_numpy(store["mean/vision.merger"][k]), feats.mean(0), atol=1e-4, rtol=1e-4
+            )
             norm = torch.from_numpy(store["llm.norm"][k])
             torch.testing.assert_close(norm, ref["hs"][-1][0], atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(torch.from_numpy(store["mean/llm.norm"][k]), norm.mean(0))
@@ -122,8 +137,14 @@ def test_three_point_equals_transformers(scopes, family, shapes, tmp_path):
 def test_layers_preset_tokens_and_norm_statistics(scopes, shapes, tmp_path):
     scope = scopes["qwen2_vl"]
     with _store(tmp_path, scope, shapes, make_preset("layers", layers="0,1")) as store:
-        assert sorted(store.columns) == ["grid_thw", "llm.layers.0", "llm.layers.1", "norms/llm.layers.0",
-                                         "norms/llm.layers.1", "visual_token_lens"]
+        assert sorted(store.columns) == [
+            "grid_thw",
+            "llm.layers.0",
+            "llm.layers.1",
+            "norms/llm.layers.0",
+            "norms/llm.layers.1",
+            "visual_token_lens",
+        ]
         table = store.samples()
         image = shapes.parent / "images" / f"{json.loads(table['images'][0])[0]}.png"
         ref = _reference(scope, table["question"][0], image)
@@ -132,8 +153,9 @@ def test_layers_preset_tokens_and_norm_statistics(scopes, shapes, tmp_path):
         norms = tokens.norm(dim=-1)
         stats = store["norms/llm.layers.1"][0]
         assert stats.shape == (1, 4)
-        np.testing.assert_allclose(stats[0], [norms.mean(), norms.std(unbiased=False), norms.min(), norms.max()],
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            stats[0], [norms.mean(), norms.std(unbiased=False), norms.min(), norms.max()], rtol=1e-5
+        )
 
 
 def _cli(*args):
@@ -153,8 +175,17 @@ def _same_store(a, b):
 
 def test_killed_run_resumes_to_the_same_store(tiny_dirs, tmp_path, capsys):
     data = export_vqa(12, tmp_path / "data", seed=5)
-    args = [data, "--model", tiny_dirs["qwen2_5_vl"], "--checkpoint-every", "2", "--batch-size", "1",
-            "--max-new-tokens", "3"]
+    args = [
+        data,
+        "--model",
+        tiny_dirs["qwen2_5_vl"],
+        "--checkpoint-every",
+        "2",
+        "--batch-size",
+        "1",
+        "--max-new-tokens",
+        "3",
+    ]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cli(*args, "--out", killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 180
@@ -184,27 +215,49 @@ def test_bad_rows_are_recorded_and_nothing_leaves_the_output(tiny_dirs, tmp_path
     (images / "corrupt.png").write_bytes(b"\x89PNG broken")
     random_image(1, 300, 1).save(images / "thin.png")  # the processor refuses an aspect ratio over 200
     csv = tmp_path / "data" / "vqa.csv"
-    csv.write_text("question_id,image_id,question,answer\n"
-                   "1,good.png,What is it?,a\n2,missing.png,What?,b\n3,corrupt.png,What?,c\n"
-                   "4,../../etc/passwd,What?,d\n5,,What?,e\n6,good,Again?,f\n7,thin.png,What?,g\n")
+    csv.write_text(
+        "question_id,image_id,question,answer\n"
+        "1,good.png,What is it?,a\n2,missing.png,What?,b\n3,corrupt.png,What?,c\n"
+        "4,../../etc/passwd,What?,d\n5,,What?,e\n6,good,Again?,f\n7,thin.png,What?,g\n"
+    )
     before = {p for p in tmp_path.rglob("*")}
     out = tmp_path / "out"
-    assert main(["extract", str(csv), "--model", str(tiny_dirs["qwen2_vl"]), "--device", "cpu", "--out", str(out),
-                 "--max-new-tokens", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                str(csv),
+                "--model",
+                str(tiny_dirs["qwen2_vl"]),
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--max-new-tokens",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "extracted 2 rows, 5 failed (image 3, input 1, source 1)" in capsys.readouterr().out
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     reasons = {f["sample_id"]: (f["stage"], f["reason"]) for f in failures}
     assert "image not found" in reasons["2"][1] and "cannot read image" in reasons["3"][1]
     assert "escapes the images directory" in reasons["4"][1] and reasons["5"][0] == "source"
-    assert reasons["7"][0] == "input" and "is 300x1: the Qwen-VL processors need an aspect ratio under 200" in reasons["7"][1]
+    assert (
+        reasons["7"][0] == "input"
+        and "is 300x1: the Qwen-VL processors need an aspect ratio under 200" in reasons["7"][1]
+    )
     with vlmscope.store.open(out) as store:
         assert store.samples()["sample_id"].tolist() == ["1", "6"]
     assert all(out in p.parents for p in set(tmp_path.rglob("*")) - before - {out})
 
     bad = tmp_path / "data" / "nocol.csv"
     bad.write_text("question_id,question,answer\n1,What?,a\n")
-    proc = subprocess.run(_cli(bad, "--model", tiny_dirs["qwen2_vl"], "--out", tmp_path / "out2"),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        _cli(bad, "--model", tiny_dirs["qwen2_vl"], "--out", tmp_path / "out2"), capture_output=True, text=True
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "has no image column" in proc.stderr
     assert not (tmp_path / "out2").exists()
 
@@ -222,8 +275,9 @@ def test_out_of_memory_fails_one_row_and_the_run_goes_on(scopes, shapes, tmp_pat
         return real(self, scope, batch, dtype)
 
     monkeypatch.setattr(type(preset), "run", run)
-    summary = extract(scope, open_source(shapes, limit=4), tmp_path / "out", preset, batch_size=4,
-                      checkpoint_every=4, progress=False)
+    summary = extract(
+        scope, open_source(shapes, limit=4), tmp_path / "out", preset, batch_size=4, checkpoint_every=4, progress=False
+    )
     assert summary.rows == 3 and summary.failures == {"model": 1} and summary.complete
     with vlmscope.store.open(tmp_path / "out") as store:
         assert store.samples()["sample_id"].tolist() == ["0", "2", "3"]
@@ -232,9 +286,33 @@ def test_out_of_memory_fails_one_row_and_the_run_goes_on(scopes, shapes, tmp_pat
 
 def test_custom_preset_and_store_commands(tiny_dirs, shapes, tmp_path, capsys):
     out = tmp_path / "custom"
-    assert main(["extract", str(shapes), "--model", str(tiny_dirs["qwen3_vl"]), "--device", "cpu", "--out", str(out),
-                 "--sites", "vision.merger,llm.layers", "--layers", "-1", "--tokens", "vision", "--reduce", "max",
-                 "--test", "--save-dtype", "float16", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                str(shapes),
+                "--model",
+                str(tiny_dirs["qwen3_vl"]),
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--sites",
+                "vision.merger,llm.layers",
+                "--layers",
+                "-1",
+                "--tokens",
+                "vision",
+                "--reduce",
+                "max",
+                "--test",
+                "--save-dtype",
+                "float16",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["store", "info", str(out)]) == 0
     info = capsys.readouterr().out
@@ -245,8 +323,25 @@ def test_custom_preset_and_store_commands(tiny_dirs, shapes, tmp_path, capsys):
     assert data["model"]["attn_implementation"] == "sdpa" and data["packages"]["transformers"]
     assert main(["store", "export", str(out), "--format", "npy", "--out", str(tmp_path / "npy")]) == 0
     assert len(list((tmp_path / "npy").glob("*/llm.layers.2.npy"))) == 3
-    assert main(["extract", str(shapes), "--model", str(tiny_dirs["qwen3_vl"]), "--device", "cpu",
-                 "--out", str(tmp_path / "x"), "--preset", "halp", "--sites", "llm.norm"]) == 2
+    assert (
+        main(
+            [
+                "extract",
+                str(shapes),
+                "--model",
+                str(tiny_dirs["qwen3_vl"]),
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "x"),
+                "--preset",
+                "halp",
+                "--sites",
+                "llm.norm",
+            ]
+        )
+        == 2
+    )
     assert "--sites apply to the custom preset only" in capsys.readouterr().err
 
 
@@ -255,16 +350,22 @@ def test_named_plan_lines_take_one_site_twice(scopes, images):
 
     scope = scopes["qwen2_vl"]
     ex = Example("What is it?", images=images[:1])
-    plan = (CapturePlan.of("llm.layers.1", tokens="vision_last", name="vt")
-            .add("llm.layers.1", tokens="query", name="qt")
-            .add("llm.layers.1.attn", tokens="query", name="a").add("llm.layers.1.attn", tokens="vision", name="b"))
+    plan = (
+        CapturePlan.of("llm.layers.1", tokens="vision_last", name="vt")
+        .add("llm.layers.1", tokens="query", name="qt")
+        .add("llm.layers.1.attn", tokens="query", name="a")
+        .add("llm.layers.1.attn", tokens="vision", name="b")
+    )
     trace = scope.forward(ex, plan)
     assert sorted(trace.sites) == ["a/llm.layers.1.attn", "b/llm.layers.1.attn", "qt/llm.layers.1", "vt/llm.layers.1"]
     for name, tokens in (("vt", "vision_last"), ("qt", "query")):
-        torch.testing.assert_close(trace[f"{name}/llm.layers.1"][0], scope.forward(ex, ["llm.layers.1"], tokens=tokens)[
-            "llm.layers.1"][0])
+        torch.testing.assert_close(
+            trace[f"{name}/llm.layers.1"][0], scope.forward(ex, ["llm.layers.1"], tokens=tokens)["llm.layers.1"][0]
+        )
     for name, tokens in (("a", "query"), ("b", "vision")):
-        torch.testing.assert_close(trace[f"{name}/llm.layers.1.attn"][0],
-                                   scope.forward(ex, ["llm.layers.1.attn"], tokens=tokens)["llm.layers.1.attn"][0])
+        torch.testing.assert_close(
+            trace[f"{name}/llm.layers.1.attn"][0],
+            scope.forward(ex, ["llm.layers.1.attn"], tokens=tokens)["llm.layers.1.attn"][0],
+        )
     with pytest.raises(VlmscopeError, match="bad capture name 'a/b'"):
         CapturePlan.of("llm.norm", name="a/b")

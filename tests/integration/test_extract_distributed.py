@@ -19,11 +19,39 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside this python")
 def test_two_processes_equal_one(tiny_dirs, tmp_path):
     data = export_vqa(7, tmp_path / "data", seed=11)
-    args = ["extract", str(data), "--model", str(tiny_dirs["qwen2_5_vl"]), "--device", "cpu",
-            "--checkpoint-every", "2", "--batch-size", "2", "--max-new-tokens", "3", "--no-progress"]
-    proc = subprocess.run([str(TORCHRUN), "--standalone", "--nnodes", "1", "--nproc-per-node", "2",
-                           "-m", "vlmscope.cli", *args, "--out", str(tmp_path / "two")],
-                          capture_output=True, text=True, timeout=300)
+    args = [
+        "extract",
+        str(data),
+        "--model",
+        str(tiny_dirs["qwen2_5_vl"]),
+        "--device",
+        "cpu",
+        "--checkpoint-every",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--no-progress",
+    ]
+    proc = subprocess.run(
+        [
+            str(TORCHRUN),
+            "--standalone",
+            "--nnodes",
+            "1",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "vlmscope.cli",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "process 0/2" in proc.stdout and "process 1/2" in proc.stdout and "complete, 7 rows" in proc.stdout
     assert main([*args, "--out", str(tmp_path / "one")]) == 0

@@ -12,6 +12,9 @@ import sys
 import time
 
 import pytest
+from bad_files import png_header
+from conftest import ctrl_c_reaches_python, random_image
+from test_extract import _same_store
 
 import vlmscope.store
 from vlmscope import VlmscopeError
@@ -21,10 +24,6 @@ from vlmscope.data.sources import open_source
 from vlmscope.extraction import extract, make_preset
 from vlmscope.limits import check_context_length
 from vlmscope.store.layout import finished_parts, part_path
-
-from bad_files import png_header
-from conftest import ctrl_c_reaches_python, random_image
-from test_extract import _same_store
 
 
 def _cli(*args):
@@ -43,8 +42,9 @@ def test_giant_images_are_recorded_failures(scopes, tmp_path):
     (images / "bomb.png").write_bytes(png_header(30000, 30000))
     (images / "giant.png").write_bytes(png_header(10000, 10000))
     csv = tmp_path / "q.csv"
-    csv.write_text("question_id,image_id,question\n1,good.png,What?\n2,bomb.png,What?\n3,giant.png,What?\n"
-                   "4,good.png,Again?\n")
+    csv.write_text(
+        "question_id,image_id,question\n1,good.png,What?\n2,bomb.png,What?\n3,giant.png,What?\n4,good.png,Again?\n"
+    )
     summary = _run(scopes["qwen2_vl"], csv, tmp_path / "out")
     assert summary.complete and summary.rows == 2 and summary.failures == {"image": 2}
     with vlmscope.store.open(tmp_path / "out") as store:
@@ -65,8 +65,7 @@ def test_prompt_longer_than_the_context_is_a_recorded_failure(scopes, tmp_path, 
     monkeypatch.setattr(scope.model.config.text_config, "max_position_embeddings", limit)
     header = "question_id,image_id,question\n"
     (tmp_path / "all.csv").write_text(header + "".join(f"{i},a.png,{q}\n" for i, q in enumerate(questions)))
-    (tmp_path / "short.csv").write_text(header + "".join(f"{i},a.png,{q}\n" for i, q in enumerate(questions)
-                                                         if i != 2))
+    (tmp_path / "short.csv").write_text(header + "".join(f"{i},a.png,{q}\n" for i, q in enumerate(questions) if i != 2))
     summary = _run(scope, tmp_path / "all.csv", tmp_path / "all", batch_size=4, checkpoint_every=4)
     assert summary.failures == {"input": 1} and summary.rows == 3
     short = _run(scope, tmp_path / "short.csv", tmp_path / "short", batch_size=4, checkpoint_every=4)
@@ -87,8 +86,10 @@ def test_check_context_length(scopes):
     n = config.text_config.max_position_embeddings
     assert check_context_length(config, n) is None and check_context_length(config.text_config, n - 4, 4) is None
     msg = check_context_length(config, n - 3, 4)
-    assert msg == (f"the prompt is {n - 3} tokens + 4 to generate = {n + 1}, longer than the model's context of {n} "
-                   "tokens (text_config.max_position_embeddings); shorten the prompt or lower max_pixels")
+    assert msg == (
+        f"the prompt is {n - 3} tokens + 4 to generate = {n + 1}, longer than the model's context of {n} "
+        "tokens (text_config.max_position_embeddings); shorten the prompt or lower max_pixels"
+    )
 
 
 def test_resume_refuses_a_shuffled_source(scopes, tmp_path):
@@ -145,8 +146,17 @@ def _refuse_loading(monkeypatch):
 def test_second_process_on_a_running_store_is_refused(tiny_dirs, tmp_path, capsys, monkeypatch):
     csv = export_vqa(6, tmp_path / "data", seed=6)
     out = tmp_path / "out"
-    args = [csv, "--model", tiny_dirs["qwen2_vl"], "--checkpoint-every", "2", "--batch-size", "1",
-            "--max-new-tokens", "2"]
+    args = [
+        csv,
+        "--model",
+        tiny_dirs["qwen2_vl"],
+        "--checkpoint-every",
+        "2",
+        "--batch-size",
+        "1",
+        "--max-new-tokens",
+        "2",
+    ]
     first = subprocess.Popen(_cli(*args, "--out", out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait(lambda: (out / "run.json").is_file(), first, "run.json")
@@ -166,8 +176,13 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     csv = export_vqa(12, tmp_path / "data", seed=7)
     out = tmp_path / "out"
     args = [csv, "--checkpoint-every", "2", "--batch-size", "1", "--max-new-tokens", "2"]  # the bundled model
-    proc = subprocess.Popen(_cli(*args, "--out", out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=ctrl_c_reaches_python)
+    proc = subprocess.Popen(
+        _cli(*args, "--out", out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_reaches_python,
+    )
     _wait(lambda: finished_parts(out), proc, "the first part")
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)

@@ -6,18 +6,39 @@ import json
 import subprocess
 import sys
 
-from vlmscope.cli import main
-
 from conftest import random_image
+
+from vlmscope.cli import main
 
 
 def test_mask_one_image(tiny_dirs, tmp_path, capsys):
     img = tmp_path / "img.png"
     random_image(96, 128, 0).save(img)
     out = tmp_path / "out"
-    rc = main(["mask", str(img), "--prompt", "What colour is the circle?", "--model", str(tiny_dirs["qwen3_vl"]),
-               "--device", "cpu", "--mode", "both", "--window", "2", "--layers", "1-2", "--edges", "last",
-               "--max-new-tokens", "4", "--out", str(out)])
+    rc = main(
+        [
+            "mask",
+            str(img),
+            "--prompt",
+            "What colour is the circle?",
+            "--model",
+            str(tiny_dirs["qwen3_vl"]),
+            "--device",
+            "cpu",
+            "--mode",
+            "both",
+            "--window",
+            "2",
+            "--layers",
+            "1-2",
+            "--edges",
+            "last",
+            "--max-new-tokens",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "answer:" in printed and "units masked (knockout)" in printed
@@ -32,7 +53,7 @@ def test_mask_config_records_failures_and_goes_on(tiny_dirs, tmp_path, capsys):
     random_image(64, 96, 1).save(tmp_path / "a.png")
     config = tmp_path / "runs.yaml"
     config.write_text(f"""
-model: {tiny_dirs['qwen2_vl']}
+model: {tiny_dirs["qwen2_vl"]}
 defaults: {{max_new_tokens: 3, mode: vision}}
 runs:
   - name: missing
@@ -74,8 +95,9 @@ def test_mask_errors_are_one_line(tiny_dirs, tmp_path):
         (["--config", str(tmp_path / "none.yaml"), *model], "config file not found"),
     ]
     for argv, message in cases:
-        proc = subprocess.run([sys.executable, "-m", "vlmscope.cli", "mask", *argv], capture_output=True, text=True,
-                              cwd=tmp_path)
+        proc = subprocess.run(
+            [sys.executable, "-m", "vlmscope.cli", "mask", *argv], capture_output=True, text=True, cwd=tmp_path
+        )
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
 
@@ -101,8 +123,23 @@ def test_cli_csv_and_json_share_one_sign(tmp_path, capsys):
         pytest.skip("the bundled shapes model is not installed")
     img = Path(vlmscope.__file__).parent / "assets" / "examples" / "shapes_demo.png"
     out = tmp_path / "out"
-    assert main(["mask", str(img), "--prompt", "What colour is the square?", "--max-new-tokens", "2",
-                 "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "mask",
+                str(img),
+                "--prompt",
+                "What colour is the square?",
+                "--max-new-tokens",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out.splitlines()
     rows = list(csv.DictReader((out / "impacts.csv").open()))
     total: dict[str, float] = defaultdict(float)

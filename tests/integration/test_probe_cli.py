@@ -17,8 +17,24 @@ from vlmscope.cli import main
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("probe-e2e")
     assert main(["shapes", "--hard", "--n", "24", "--seed", "5", "--out", str(root / "data")]) == 0
-    assert main(["extract", str(root / "data" / "questions.csv"), "--preset", "halp", "--out", str(root / "store"),
-                 "--batch-size", "8", "--max-new-tokens", "4", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                str(root / "data" / "questions.csv"),
+                "--preset",
+                "halp",
+                "--out",
+                str(root / "store"),
+                "--batch-size",
+                "8",
+                "--max-new-tokens",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return root / "store"
 
 
@@ -52,8 +68,12 @@ def test_train_and_apply_end_to_end(store, tmp_path, capsys):
 
 def test_mlp_probe_on_one_layer(store, tmp_path):
     out = tmp_path / "mlp"
-    assert main(["probe", "train", str(store), "--probe", "mlp", "--features", "qt[-1]", "--folds", "3",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["probe", "train", str(store), "--probe", "mlp", "--features", "qt[-1]", "--folds", "3", "--out", str(out)]
+        )
+        == 0
+    )
     res = json.loads((out / "result.json").read_text())
     assert res["probe"] == "mlp" and [r["feature"] for r in res["rows"]] == ["qt/llm.layers.3"]
     assert 0.0 <= res["rows"][0]["auroc_mean"] <= 1.0

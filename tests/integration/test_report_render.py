@@ -33,18 +33,47 @@ def big_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("big")
     _photo(root / "photo.jpg")
     out = root / "run"
-    assert main(["run", str(root / "photo.jpg"), "--prompt", "What colour is the square?", "--max-new-tokens", "3",
-                 "--methods", "raw,masking", "--text", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(root / "photo.jpg"),
+                "--prompt",
+                "What colour is the square?",
+                "--max-new-tokens",
+                "3",
+                "--methods",
+                "raw,masking",
+                "--text",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out / "report.html"
 
 
 def _screenshot(page, png) -> np.ndarray:
     subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={png.parent / 'chromium-profile'}", "--window-size=1200,1600",
-         f"--screenshot={png}", page.as_uri()],
-        check=True, capture_output=True, timeout=120,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={png.parent / 'chromium-profile'}",
+            "--window-size=1200,1600",
+            f"--screenshot={png}",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     return np.asarray(Image.open(png).convert("RGB")).astype(int)
 
@@ -71,9 +100,31 @@ def test_tiny_qwen2_5_vl_with_a_large_token_grid_stays_small(tiny_dirs, tmp_path
     """The map layers grow with the token grid, not the photo: ~1,000 tokens stay well under the limit."""
     _photo(tmp_path / "photo.jpg")
     out = tmp_path / "run"
-    assert main(["run", str(tmp_path / "photo.jpg"), "--prompt", "Describe.", "--model", str(tiny_dirs["qwen2_5_vl"]),
-                 "--device", "cpu", "--max-new-tokens", "4", "--methods", "raw,rollout", "--lens", "none",
-                 "--max-pixels", str(896 * 896), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(tmp_path / "photo.jpg"),
+                "--prompt",
+                "Describe.",
+                "--model",
+                str(tiny_dirs["qwen2_5_vl"]),
+                "--device",
+                "cpu",
+                "--max-new-tokens",
+                "4",
+                "--methods",
+                "raw,rollout",
+                "--lens",
+                "none",
+                "--max-pixels",
+                str(896 * 896),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     t, h, w = json.loads((out / "token_map.json").read_text())["visuals"][0]["merged_thw"]
     assert h * w > 800
     assert (out / "report.html").stat().st_size < LIMIT / 4

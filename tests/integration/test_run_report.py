@@ -4,18 +4,36 @@ from __future__ import annotations
 
 import json
 
+from conftest import random_image
+
 from vlmscope.cli import main
 from vlmscope.methods.registry import MAP_METHODS
-
-from conftest import random_image
 
 
 def test_run_writes_one_self_contained_report(tiny_dirs, tmp_path, capsys):
     img = tmp_path / "img.png"
     random_image(64, 96, 0).save(img)
     out = tmp_path / "run"
-    assert main(["run", str(img), "--prompt", "What colour is the circle?", "--model", str(tiny_dirs["qwen3_vl"]),
-                 "--device", "cpu", "--max-new-tokens", "3", "--text", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(img),
+                "--prompt",
+                "What colour is the circle?",
+                "--model",
+                str(tiny_dirs["qwen3_vl"]),
+                "--device",
+                "cpu",
+                "--max-new-tokens",
+                "3",
+                "--text",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out.splitlines()
     answer = json.loads((out / "answer.json").read_text())
     assert printed[0] == answer["answer"] and printed[1].endswith("report.html")
@@ -43,12 +61,46 @@ def test_pixel_limits_reach_the_processor(tiny_dirs, tmp_path, capsys):
     for limit in ("--max-pixels", "--min-pixels"):
         value = "3136" if limit == "--max-pixels" else "200704"
         out = tmp_path / f"run{limit}"
-        assert main(["run", str(img), "--prompt", "Where?", *model, "--methods", "raw", "--lens", "none",
-                     limit, value, "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    str(img),
+                    "--prompt",
+                    "Where?",
+                    *model,
+                    "--methods",
+                    "raw",
+                    "--lens",
+                    "none",
+                    limit,
+                    value,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         grids[limit] = json.loads((out / "token_map.json").read_text())["visuals"][0]["merged_thw"]
         att = tmp_path / f"att{limit}"
-        assert main(["attention", str(img), "--prompt", "Where?", *model, "--formats", "npz", limit, value,
-                     "--out", str(att)]) == 0
+        assert (
+            main(
+                [
+                    "attention",
+                    str(img),
+                    "--prompt",
+                    "Where?",
+                    *model,
+                    "--formats",
+                    "npz",
+                    limit,
+                    value,
+                    "--out",
+                    str(att),
+                ]
+            )
+            == 0
+        )
         assert json.loads((att / "token_map.json").read_text())["visuals"][0]["merged_thw"] == grids[limit]
         mask = tmp_path / f"mask{limit}"
         assert main(["mask", str(img), "--prompt", "Where?", *model, limit, value, "--out", str(mask)]) == 0
@@ -62,9 +114,35 @@ def test_attention_command_keeps_chosen_tokens(tiny_dirs, tmp_path, capsys):
     img = tmp_path / "img.png"
     random_image(64, 96, 1).save(img)
     out = tmp_path / "att"
-    assert main(["attention", str(img), "--prompt", "Where?", "--model", str(tiny_dirs["qwen2_5_vl"]),
-                 "--device", "cpu", "--max-new-tokens", "4", "--tokens", "0,2", "--heads", "0-1",
-                 "--layers", "-1", "--agg", "max", "--formats", "png,npz", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "attention",
+                str(img),
+                "--prompt",
+                "Where?",
+                "--model",
+                str(tiny_dirs["qwen2_5_vl"]),
+                "--device",
+                "cpu",
+                "--max-new-tokens",
+                "4",
+                "--tokens",
+                "0,2",
+                "--heads",
+                "0-1",
+                "--layers",
+                "-1",
+                "--agg",
+                "max",
+                "--formats",
+                "png,npz",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     import numpy as np
 
     maps = np.load(out / "maps.npz")["maps"]
@@ -80,8 +158,27 @@ def test_attention_figures_are_titled_vector_and_display_sized(tiny_dirs, tmp_pa
     img = tmp_path / "wide.png"
     random_image(1500, 2400, 4).save(img)
     out = tmp_path / "att"
-    assert main(["attention", str(img), "--prompt", "Where?", "--model", str(tiny_dirs["qwen2_vl"]),
-                 "--device", "cpu", "--max-new-tokens", "2", "--formats", "png,pdf,html", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "attention",
+                str(img),
+                "--prompt",
+                "Where?",
+                "--model",
+                str(tiny_dirs["qwen2_vl"]),
+                "--device",
+                "cpu",
+                "--max-new-tokens",
+                "2",
+                "--formats",
+                "png,pdf,html",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     n = len(list((out / "tokens").glob("*_heatmap.png")))
     assert n >= 1
     pdf = (out / "maps.pdf").read_bytes()
@@ -99,8 +196,26 @@ def test_attention_figures_are_titled_vector_and_display_sized(tiny_dirs, tmp_pa
 
 def test_evaluate_command_writes_json(tiny_dirs, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--model", str(tiny_dirs["qwen3_vl"]), "--device", "cpu", "--n", "1", "--steps", "2",
-                 "--methods", "raw", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tiny_dirs["qwen3_vl"]),
+                "--device",
+                "cpu",
+                "--n",
+                "1",
+                "--steps",
+                "2",
+                "--methods",
+                "raw",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     assert data["samples"] == 1 and {r["method"] for r in data["rows"]} == {"raw", "random", "centre"}
     assert "| method |" in capsys.readouterr().out

@@ -62,8 +62,11 @@ def test_loads_offline_with_transformers(monkeypatch):
     assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
     assert type(processor).__name__ == "Qwen3VLProcessor"
     side = shapes.IMAGE_SIZE
-    enc = processor(text=["<|vision_start|><|image_pad|><|vision_end|>x"],
-                    images=[shapes.generate_scene(0).image], return_tensors="pt")
+    enc = processor(
+        text=["<|vision_start|><|image_pad|><|vision_end|>x"],
+        images=[shapes.generate_scene(0).image],
+        return_tensors="pt",
+    )
     assert enc["image_grid_thw"].tolist() == [[1, side // 16, side // 16]]
 
 

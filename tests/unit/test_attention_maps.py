@@ -6,37 +6,49 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import random_image
 from transformers import AutoModelForImageTextToText
 
 from vlmscope import Example
-from vlmscope.methods.attention_flow import identity_columns, relevancy_step, rollout_step
 from vlmscope.methods import explain
+from vlmscope.methods.attention_flow import identity_columns, relevancy_step, rollout_step
 from vlmscope.methods.sinks import detect_sinks, exclude
-
-from conftest import random_image
 
 
 @pytest.fixture(scope="module")
 def eager(tiny_dirs):
-    return {f: AutoModelForImageTextToText.from_pretrained(p, attn_implementation="eager", dtype=torch.float32).eval()
-            for f, p in tiny_dirs.items()}
+    return {
+        f: AutoModelForImageTextToText.from_pretrained(p, attn_implementation="eager", dtype=torch.float32).eval()
+        for f, p in tiny_dirs.items()
+    }
 
 
 @pytest.mark.parametrize("agg", ["mean", "max"])
 def test_raw_maps_equal_eager_by_hand(scopes, eager, family, agg):
     scope = scopes[family]
     ex = Example("What colour is the circle?", images=[random_image(64, 96, 1), random_image(56, 56, 2)])
-    result = explain(scope, ex, method="raw", layers="0,-1", heads="0,2", head_agg=agg, layer_agg="mean",
-                     max_new_tokens=4)
+    result = explain(
+        scope, ex, method="raw", layers="0,-1", heads="0,2", head_agg=agg, layer_agg="mean", max_new_tokens=4
+    )
     tm = result.token_map
     with torch.no_grad():
         inputs = scope.prepare(ex).inputs
         ids = torch.tensor([tm.input_ids])
-        mm = torch.cat([inputs["mm_token_type_ids"], torch.zeros(1, ids.shape[1] - inputs["input_ids"].shape[1],
-                                                                    dtype=torch.long)], 1)
-        att = eager[family](input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=mm,
-                            pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"],
-                            output_attentions=True).attentions
+        mm = torch.cat(
+            [
+                inputs["mm_token_type_ids"],
+                torch.zeros(1, ids.shape[1] - inputs["input_ids"].shape[1], dtype=torch.long),
+            ],
+            1,
+        )
+        att = eager[family](
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            mm_token_type_ids=mm,
+            pixel_values=inputs["pixel_values"],
+            image_grid_thw=inputs["image_grid_thw"],
+            output_attentions=True,
+        ).attentions
     n = scope.adapter.num_layers
     rows, cols = tm.predicting_positions(len(result.token_ids)), tm.vision_positions()
     per_layer = []

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from bad_files import png_header
 from PIL import Image
 
 from vlmscope import Example, VlmscopeError
 from vlmscope.inputs import MAX_IMAGE_PIXELS, load_image
-
-from bad_files import png_header
 
 
 @pytest.mark.parametrize("side", [30000, 10000])  # past PIL's hard limit; past its warning only

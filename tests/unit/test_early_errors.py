@@ -52,7 +52,10 @@ CASES = {
     "inspect: dtype": (["inspect", "--dtype", "int4"], "unknown --dtype 'int4'"),
     "inspect: attention": (["inspect", "--attn-implementation", "fast"], "unknown attention implementation 'fast'"),
     "shapes: n": (["shapes", "--n", "0"], "--n must be at least 1"),
-    "heads: relied on a CSV": (["heads", "--source", "q.csv", "--target", "relied"], "--target relied needs --source shapes"),
+    "heads: relied on a CSV": (
+        ["heads", "--source", "q.csv", "--target", "relied"],
+        "--target relied needs --source shapes",
+    ),
 }
 
 

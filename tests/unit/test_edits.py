@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_image
 
 import vlmscope
-from conftest import random_image
 from vlmscope import Edit, Example, VlmscopeError
 from vlmscope.assets import HERE
 from vlmscope.methods import Answer, mask_impact
@@ -26,8 +26,12 @@ def test_patching_vision_tokens_makes_later_sites_equal_the_donor_run(scopes, fa
     a, b = _pair()
     donor = scope.forward(b, ["llm.layers", "llm.norm"], tokens="vision")
     clean = scope.forward(a, ["llm.layers"], tokens="vision")
-    patched = scope.forward(a, ["llm.layers", "llm.norm"], tokens="vision",
-                            edits={"llm.layers.1": Edit(lambda x: donor["llm.layers.1"][0], tokens="vision")})
+    patched = scope.forward(
+        a,
+        ["llm.layers", "llm.norm"],
+        tokens="vision",
+        edits={"llm.layers.1": Edit(lambda x: donor["llm.layers.1"][0], tokens="vision")},
+    )
     assert torch.equal(patched["llm.layers.0"][0], clean["llm.layers.0"][0])  # before the edit: untouched
     for site in ["llm.layers.1", "llm.layers.2", "llm.norm"]:
         torch.testing.assert_close(patched[site][0], donor[site][0], rtol=1e-5, atol=1e-5)
@@ -41,8 +45,12 @@ def test_text_after_the_image_still_differs_from_the_donor(scopes):
     a, b = _pair()
     donor = scope.forward(b, ["llm.layers.1", "llm.layers.2"], tokens="all")
     vision = donor.token_maps[0].vision_positions()
-    patched = scope.forward(a, "llm.layers.2", tokens="all",
-                            edits={"llm.layers.1": Edit(lambda x: donor["llm.layers.1"][0][vision], tokens="vision")})
+    patched = scope.forward(
+        a,
+        "llm.layers.2",
+        tokens="all",
+        edits={"llm.layers.1": Edit(lambda x: donor["llm.layers.1"][0][vision], tokens="vision")},
+    )
     torch.testing.assert_close(patched["llm.layers.2"][0][vision], donor["llm.layers.2"][0][vision])
     q = donor.token_maps[0].query
     assert not torch.allclose(patched["llm.layers.2"][0][q], donor["llm.layers.2"][0][q], atol=1e-4)
@@ -53,16 +61,20 @@ def test_steering_vector_adds_to_the_stream_and_the_next_layer_sees_it(scopes):
     a, _ = _pair()
     steer = torch.randn(scope.adapter.text_config.hidden_size)
     clean = scope.forward(a, "llm.layers.1", tokens="text")
-    steered = scope.forward(a, "llm.layers.1", tokens="text", edits={"llm.layers.1": Edit(lambda x: x + steer,
-                                                                                          tokens="text")})
+    steered = scope.forward(
+        a, "llm.layers.1", tokens="text", edits={"llm.layers.1": Edit(lambda x: x + steer, tokens="text")}
+    )
     torch.testing.assert_close(steered["llm.layers.1"][0], clean["llm.layers.1"][0] + steer)
 
 
 def test_edits_apply_at_every_generate_step(scopes):
     scope = scopes["qwen2_vl"]
     a, _ = _pair()
-    forced = scope.processor.tokenizer.convert_tokens_to_ids("red") if "red" in scope.processor.tokenizer.get_vocab() \
+    forced = (
+        scope.processor.tokenizer.convert_tokens_to_ids("red")
+        if "red" in scope.processor.tokenizer.get_vocab()
         else 100
+    )
 
     def only(x):
         out = torch.full_like(x, -1e4)
@@ -98,13 +110,17 @@ def test_zero_edit_of_the_merger_equals_masking_zero_replacement():
     answer = Answer.resolve(scope, ex, max_new_tokens=3)
     cell = 8
     pos = answer.token_map.visuals[0].positions[cell]
-    masked = mask_impact(scope, ex, answer_ids=answer.ids, perturbation="zero",
-                         units=[Unit("vision", "cell", (pos,), 0, (cell,))])
+    masked = mask_impact(
+        scope, ex, answer_ids=answer.ids, perturbation="zero", units=[Unit("vision", "cell", (pos,), 0, (cell,))]
+    )
 
     def zero_cell(x):
         return x.index_fill(0, torch.tensor([cell]), 0.0)
 
-    edits = {"vision.merger": zero_cell, **{f"vision.deepstack.{k}": zero_cell for k in range(scope.adapter.num_deepstack)}}
+    edits = {
+        "vision.merger": zero_cell,
+        **{f"vision.deepstack.{k}": zero_cell for k in range(scope.adapter.num_deepstack)},
+    }
     batch = answer.batch(scope)
     clean = scope.forward(batch, "logits", tokens="generated")["logits"][0].log_softmax(-1)
     edited = scope.forward(answer.batch(scope), "logits", tokens="generated", edits=edits)["logits"][0].log_softmax(-1)
@@ -114,16 +130,19 @@ def test_zero_edit_of_the_merger_equals_masking_zero_replacement():
     assert delta.abs().max() > 0  # the token matters, so equality is not trivial
 
 
-@pytest.mark.parametrize("edits, message", [
-    ({"llm.layer.1": lambda x: x}, "unknown site 'llm.layer.1'"),
-    ({"llm.layers": lambda x: x}, "site 'llm.layers' needs an index"),
-    ({"llm.layers.9": lambda x: x}, "site 'llm.layers.9' out of range"),
-    ({"llm.layers.0.attn": lambda x: x}, "cannot be edited; editable sites: vision.patch_embed"),
-    ({"llm.layers.0": "zero"}, "is not a function of the tensor"),
-    ({"llm.layers.0": lambda x: x[:1]}, r"edit at llm.layers.0 \(example 0\) must return a tensor of shape"),
-    ({"vision.merger": lambda x: x[:, :3]}, r"edit at vision.merger \(example 0, visual 0\) must return a tensor"),
-    ({"vision.merger": Edit(lambda x: x, tokens="query")}, "takes tokens all, vision or image:K"),
-])
+@pytest.mark.parametrize(
+    "edits, message",
+    [
+        ({"llm.layer.1": lambda x: x}, "unknown site 'llm.layer.1'"),
+        ({"llm.layers": lambda x: x}, "site 'llm.layers' needs an index"),
+        ({"llm.layers.9": lambda x: x}, "site 'llm.layers.9' out of range"),
+        ({"llm.layers.0.attn": lambda x: x}, "cannot be edited; editable sites: vision.patch_embed"),
+        ({"llm.layers.0": "zero"}, "is not a function of the tensor"),
+        ({"llm.layers.0": lambda x: x[:1]}, r"edit at llm.layers.0 \(example 0\) must return a tensor of shape"),
+        ({"vision.merger": lambda x: x[:, :3]}, r"edit at vision.merger \(example 0, visual 0\) must return a tensor"),
+        ({"vision.merger": Edit(lambda x: x, tokens="query")}, "takes tokens all, vision or image:K"),
+    ],
+)
 def test_bad_edits_give_one_clear_error(scopes, edits, message):
     with pytest.raises(VlmscopeError, match=message):
         scopes["qwen2_vl"].forward(_pair()[0], "llm.layers.2", edits=edits)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_image
 
 from vlmscope import CapturePlan, Example, VlmscopeError
-
-from conftest import random_image
 
 
 def _count_calls(module):
@@ -47,7 +46,9 @@ def test_hooks_removed_when_forward_raises(scopes, images):
     scope = scopes["qwen2_vl"]
     model = scope.model
     before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-    boom = scope.adapter.language_model.layers[1].register_forward_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    boom = scope.adapter.language_model.layers[1].register_forward_hook(
+        lambda *a: (_ for _ in ()).throw(RuntimeError("boom"))
+    )
     try:
         with pytest.raises(RuntimeError, match="boom"):
             scope.forward(Example("hi", images=images[:1]), ["llm.layers", "vision.blocks", "llm.layers.attn"])
@@ -57,6 +58,7 @@ def test_hooks_removed_when_forward_raises(scopes, images):
     assert after == before
     # and the attention recorder is no longer active: a plain forward records nothing
     from vlmscope.capture.attention import _ACTIVE
+
     assert _ACTIVE.get()[0] == ()  # no intervention is left active
 
 
@@ -72,7 +74,9 @@ def test_video_frames_and_image_in_one_example(scopes, family):
     assert video.token_frames()[-1].tolist() == [2, 3]
     trace = scope.forward(batch, ["vision.merger", "vision.blocks.0"], tokens="image:1")
     with torch.no_grad():
-        feats = scope.model.model.get_video_features(batch.inputs["pixel_values_videos"], batch.inputs["video_grid_thw"])
+        feats = scope.model.model.get_video_features(
+            batch.inputs["pixel_values_videos"], batch.inputs["video_grid_thw"]
+        )
     feats = torch.cat(list(getattr(feats, "pooler_output", feats)))
     torch.testing.assert_close(trace["vision.merger"][0], feats)
     assert trace["vision.blocks.0"][0].shape[0] == video.num_patches
@@ -80,8 +84,11 @@ def test_video_frames_and_image_in_one_example(scopes, family):
 
 def test_text_only_and_dtype(scopes):
     scope = scopes["qwen2_5_vl"]
-    trace = scope.forward(Example("Just text"), CapturePlan.of("llm.layers", layers="-1", tokens="query").add(
-        "llm.embed", tokens="text", reduce="mean"), dtype=torch.float16)
+    trace = scope.forward(
+        Example("Just text"),
+        CapturePlan.of("llm.layers", layers="-1", tokens="query").add("llm.embed", tokens="text", reduce="mean"),
+        dtype=torch.float16,
+    )
     assert trace["llm.layers.2"][0].dtype == torch.float16 and trace["llm.layers.2"][0].shape == (1, 64)
     assert trace["llm.embed"][0].shape == (64,)
 

@@ -50,13 +50,22 @@ def test_selection_needing_an_image(scopes):
         scopes["qwen2_vl"].forward(Example("hi"), ["llm.layers.0"], tokens="vision")
 
 
-@pytest.mark.parametrize("spec,msg", [
-    ("", "empty layer spec"), ("x", "bad layer spec"), ("3-9", "out of range"),
-    ("n/0", r"bad layer spec 'n/0': fraction 'n/0'"), ("3:1", "layer spec '3:1' selects no layers"),
-    ("2-1", "layer spec '2-1' selects no layers"), ("-1:-3", "layer spec '-1:-3' selects no layers"),
-    ("0,5n/4", r"bad layer spec '0,5n/4': fraction '5n/4'"), ("4n/4", r"layer 4 out of range in '4n/4'"),
-    ("99", r"layer 99 out of range in '99'"), ("n/2:n/0", "fraction 'n/0'"),
-])
+@pytest.mark.parametrize(
+    "spec,msg",
+    [
+        ("", "empty layer spec"),
+        ("x", "bad layer spec"),
+        ("3-9", "out of range"),
+        ("n/0", r"bad layer spec 'n/0': fraction 'n/0'"),
+        ("3:1", "layer spec '3:1' selects no layers"),
+        ("2-1", "layer spec '2-1' selects no layers"),
+        ("-1:-3", "layer spec '-1:-3' selects no layers"),
+        ("0,5n/4", r"bad layer spec '0,5n/4': fraction '5n/4'"),
+        ("4n/4", r"layer 4 out of range in '4n/4'"),
+        ("99", r"layer 99 out of range in '99'"),
+        ("n/2:n/0", "fraction 'n/0'"),
+    ],
+)
 def test_bad_layer_specs(spec, msg):
     with pytest.raises(VlmscopeError, match=msg):
         parse_layers(spec, 4)
@@ -99,8 +108,9 @@ def test_layer_spec_forms():
 def test_unknown_model_type(tmp_path):
     from transformers import LlamaConfig
 
-    LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                vocab_size=32).save_pretrained(tmp_path)
+    LlamaConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=32
+    ).save_pretrained(tmp_path)
     with pytest.raises(VlmscopeError, match=r"unsupported model type 'llama'.*Qwen2-VL.*Qwen2.5-VL.*Qwen3-VL"):
         vlmscope.load(tmp_path, device="cpu")
 

@@ -14,16 +14,23 @@ import torch
 
 pytest.importorskip("faiss")
 
+from conftest import random_image  # noqa: E402
+
 from vlmscope import Example  # noqa: E402
 from vlmscope.errors import VlmscopeError  # noqa: E402
 from vlmscope.methods.lens import build_index, layer_stats, lens  # noqa: E402
 from vlmscope.methods.lens.contextual import ContextIndex  # noqa: E402
 
-from conftest import random_image  # noqa: E402
-
-CAPTIONS = ["a red circle at the top left", "two blue squares", "a green triangle and a yellow circle",
-            "the purple square is on the right", "an orange triangle", "one red square at the bottom",
-            "a blue circle and a green square", "three shapes"]
+CAPTIONS = [
+    "a red circle at the top left",
+    "two blue squares",
+    "a green triangle and a yellow circle",
+    "the purple square is on the right",
+    "an orange triangle",
+    "one red square at the bottom",
+    "a blue circle and a green square",
+    "three shapes",
+]
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +77,10 @@ def test_embedding_lens_matches_hand_cosine(scopes):
         H = trace[f"llm.layers.{layer}"][0].double().numpy()
         for t in range(len(H)):
             # a zero embedding row (unused ids of the tiny tokenizer) has cosine 0
-            cos = [float(H[t] @ E[v] / (np.sqrt(H[t] @ H[t]) * np.sqrt(E[v] @ E[v]))) if E[v].any() else 0.0
-                   for v in range(len(E))]
+            cos = [
+                float(H[t] @ E[v] / (np.sqrt(H[t] @ H[t]) * np.sqrt(E[v] @ E[v]))) if E[v].any() else 0.0
+                for v in range(len(E))
+            ]
             best = sorted(cos, reverse=True)[:3]
             got = result.top(t, layer)
             np.testing.assert_allclose([e.score for e in got], best, atol=1e-5)
@@ -198,7 +207,10 @@ def test_index_refuses_other_model_other_layers_and_empty_captions(scopes, shape
 
 def test_layer_stats_against_hand_norms(scopes, tmp_path):
     scope = scopes["qwen2_5_vl"]
-    exs = [Example("Describe it.", images=[random_image(56, 84, 8)]), Example("And this?", images=[random_image(84, 56, 9)])]
+    exs = [
+        Example("Describe it.", images=[random_image(56, 84, 8)]),
+        Example("And this?", images=[random_image(84, 56, 9)]),
+    ]
     st = layer_stats(scope, exs, layers="0,-1")
     n = scope.adapter.num_layers
     for layer in (0, n - 1):
@@ -211,8 +223,11 @@ def test_layer_stats_against_hand_norms(scopes, tmp_path):
         for kind, ref in (("vision", vis), ("text", txt)):
             s = st.stats[kind][layer]
             assert st.counts[kind] == len(ref)
-            np.testing.assert_allclose([s["mean"], s["p50"], s["p95"], s["max"]],
-                                       [np.mean(ref), np.median(ref), np.percentile(ref, 95), max(ref)], rtol=1e-4)
+            np.testing.assert_allclose(
+                [s["mean"], s["p50"], s["p95"], s["max"]],
+                [np.mean(ref), np.median(ref), np.percentile(ref, 95), max(ref)],
+                rtol=1e-4,
+            )
     paths = st.save(tmp_path)
     assert paths["png"].stat().st_size > 1000 and json.loads(paths["json"].read_text())["images"] == 2
 
@@ -260,8 +275,7 @@ def test_lens_methods_share_the_method_call_and_equal_the_lens_function():
     from vlmscope.methods.lens.method import LENS_METHODS
 
     scope = vlmscope.load(device="cpu", dtype="float32")
-    ex = vlmscope.Example("What colour is the square?",
-                          images=[str(HERE / "examples" / "shapes_demo.png")])
+    ex = vlmscope.Example("What colour is the square?", images=[str(HERE / "examples" / "shapes_demo.png")])
     answer = Answer.resolve(scope, ex, max_new_tokens=2)
     for kind in ("logit", "embedding", "value"):
         via_method = LENS_METHODS[kind](layers="-1", k=3).attribute(scope, ex, answer)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import random_image
 
 from vlmscope import Example, VlmscopeError
-from vlmscope.methods.masking import MaskingOptions, mask_impact, vision_importance
-from vlmscope.methods.masking import Unit, build_units
-
-from conftest import random_image
+from vlmscope.methods.masking import MaskingOptions, Unit, build_units, mask_impact, vision_importance
 
 
 def _example(scope, answer="red circle"):
@@ -23,27 +21,31 @@ def _reference(scope, example, masks_per_layer=None, embeds_hook=None) -> torch.
     4D mask for each decoder layer and/or edited input embeddings."""
     batch = scope.prepare(example)
     tm, inp = batch.token_maps[0], batch.inputs
-    positions, _ = scope.model.model.get_rope_index(inp["input_ids"], mm_token_type_ids=inp["mm_token_type_ids"],
-                                                    image_grid_thw=inp["image_grid_thw"])
+    positions, _ = scope.model.model.get_rope_index(
+        inp["input_ids"], mm_token_type_ids=inp["mm_token_type_ids"], image_grid_thw=inp["image_grid_thw"]
+    )
     handles = []
     for i, layer in enumerate(scope.adapter.language_model.layers):
         if masks_per_layer is not None:
+
             def pre(module, args, kwargs, m=masks_per_layer[i]):
                 kwargs["attention_mask"] = m
                 return args, kwargs
+
             handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
     if embeds_hook is not None:
         handles.append(scope.adapter.language_model.register_forward_pre_hook(embeds_hook, with_kwargs=True))
     mask = masks_per_layer[0] if masks_per_layer is not None else None
     try:
         with torch.no_grad():
-            logits = scope.model(**{k: v for k, v in inp.items() if k != "attention_mask"}, position_ids=positions,
-                                 attention_mask=mask).logits[0]
+            logits = scope.model(
+                **{k: v for k, v in inp.items() if k != "attention_mask"}, position_ids=positions, attention_mask=mask
+            ).logits[0]
     finally:
         for h in handles:
             h.remove()
     rows = tm.predicting_positions(tm.answer[1] - tm.answer[0])
-    answer = tm.input_ids[tm.answer[0]:tm.answer[1]]
+    answer = tm.input_ids[tm.answer[0] : tm.answer[1]]
     return torch.log_softmax(logits, -1)[rows, answer]
 
 
@@ -143,7 +145,7 @@ def test_occlusion_equals_painted_image(scopes, family):
     # mid-grey is 127.5, the painted image can only hold 128: half a grey level apart
     torch.testing.assert_close(got_pixels, want_pixels, atol=0.6 / 255 / 0.26, rtol=0)
     changed = (got_pixels != ctx.pixel_values).any(-1).nonzero()[:, 0]
-    m2 = scope.adapter.merge_size ** 2
+    m2 = scope.adapter.merge_size**2
     assert sorted(set((changed // m2).tolist())) == sorted(unit.cells)
     # and the score is what the plain model says with those pixels
     inp = scope.prepare(ex).inputs
@@ -164,7 +166,7 @@ def test_blur_changes_only_the_unit(scopes):
     ctx = clean_run(scope, batch, scope.processor.tokenizer("red")["input_ids"])
     unit = build_units(batch.token_maps[0], scope.processor.tokenizer, "vision", 2)[0]
     pixels, grid = occluded_pixels(ctx, 0, [unit], "blur")
-    m2 = scope.adapter.merge_size ** 2
+    m2 = scope.adapter.merge_size**2
     changed = (pixels - ctx.pixel_values).abs().amax(-1) > 1e-6
     assert sorted(set((changed.nonzero()[:, 0] // m2).tolist())) == sorted(unit.cells)
     assert grid.tolist() == ctx.image_grid_thw.tolist()
@@ -190,23 +192,30 @@ def test_regenerate_equals_generate_with_hand_built_masks(scopes):
         inside[list(unit.positions)] = True
         handles = []
         for layer in scope.adapter.language_model.layers:
-            def pre(module, args, kwargs):
+
+            def pre(module, args, kwargs, inside=inside):
                 q = args[0].shape[1] if args else kwargs["hidden_states"].shape[1]
-                cache = kwargs["cache"] if "cache" in kwargs else kwargs["past_key_values"]  # renamed in transformers 5.24
+                # the cache argument was renamed in transformers 5.24
+                cache = kwargs["cache"] if "cache" in kwargs else kwargs["past_key_values"]
                 past = cache.get_seq_length(module.self_attn.layer_idx)
                 rows = torch.arange(past, past + q)
                 causal = torch.arange(past + q)[None, :] <= rows[:, None]
-                kwargs["attention_mask"] = (causal & ~(inside[None, :past + q] & ~inside[rows][:, None]))[None, None]
+                kwargs["attention_mask"] = (causal & ~(inside[None, : past + q] & ~inside[rows][:, None]))[None, None]
                 return args, kwargs
+
             handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
         try:
             with torch.no_grad():
-                out = scope.model.generate(**batch.inputs, max_new_tokens=6, do_sample=False,
-                                           pad_token_id=scope.processor.tokenizer.pad_token_id)
+                out = scope.model.generate(
+                    **batch.inputs,
+                    max_new_tokens=6,
+                    do_sample=False,
+                    pad_token_id=scope.processor.tokenizer.pad_token_id,
+                )
         finally:
             for h in handles:
                 h.remove()
-        ids = out[0, batch.length:].tolist()
+        ids = out[0, batch.length :].tolist()
         stop = next((i + 1 for i, t in enumerate(ids) if t in scope.stop_ids()), len(ids))
         assert text == scope.processor.tokenizer.decode(ids[:stop], skip_special_tokens=True)
         if change is None:
@@ -234,25 +243,37 @@ def test_units_tiled_sliding_words_images(scopes):
     for units in (tiled, sliding):
         assert all(len(u.cells) == 4 for u in units)
         assert set().union(*(u.cells for u in units)) == set(range(h * w))
-    assert [u.label for u in build_units(tm, tok, "text", text_unit="word")] == ["What", "colour", "is", "the",
-                                                                                 "circle", "?"]
+    assert [u.label for u in build_units(tm, tok, "text", text_unit="word")] == [
+        "What",
+        "colour",
+        "is",
+        "the",
+        "circle",
+        "?",
+    ]
     (image,) = build_units(tm, tok, "vision", "image")
     assert image.positions == tuple(tm.vision_positions())
 
 
-@pytest.mark.parametrize("options,message", [
-    ({"window": 9}, "window 9 is larger than the 3x4 token grid of image 0; use a window of 1..3 or 'image'"),
-    ({"window": 0}, "bad window 0"),
-    ({"mode": ""}, "unknown mask mode ''; choose from text, vision, both"),
-    ({"mode": "pixels"}, "unknown mask mode 'pixels'"),
-    ({"perturbation": "blackout"}, "unknown perturbation 'blackout'; choose from knockout, zero, mean, noise, occlude"),
-    ({"perturbation": "occlude", "mode": "text"}, "needs mode 'vision'"),
-    ({"perturbation": "zero", "layers": "1"}, "layers and edges restrict attention knockout"),
-    ({"edges": "image"}, "unknown edge set image; choose from all, vision, question, last"),
-    ({"layers": "7"}, "layer 7 out of range"),
-    ({"batch_size": 0}, "batch_size must be a whole number >= 1"),
-    ({"text_unit": "sentence"}, "unknown text unit 'sentence'"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"window": 9}, "window 9 is larger than the 3x4 token grid of image 0; use a window of 1..3 or 'image'"),
+        ({"window": 0}, "bad window 0"),
+        ({"mode": ""}, "unknown mask mode ''; choose from text, vision, both"),
+        ({"mode": "pixels"}, "unknown mask mode 'pixels'"),
+        (
+            {"perturbation": "blackout"},
+            "unknown perturbation 'blackout'; choose from knockout, zero, mean, noise, occlude",
+        ),
+        ({"perturbation": "occlude", "mode": "text"}, "needs mode 'vision'"),
+        ({"perturbation": "zero", "layers": "1"}, "layers and edges restrict attention knockout"),
+        ({"edges": "image"}, "unknown edge set image; choose from all, vision, question, last"),
+        ({"layers": "7"}, "layer 7 out of range"),
+        ({"batch_size": 0}, "batch_size must be a whole number >= 1"),
+        ({"text_unit": "sentence"}, "unknown text unit 'sentence'"),
+    ],
+)
 def test_bad_options_are_one_line_errors(scopes, options, message):
     scope = scopes["qwen3_vl"]
     with pytest.raises(VlmscopeError) as err:
@@ -287,6 +308,13 @@ def test_save_writes_json_csv_heatmaps_and_text_page(scopes, tmp_path):
     assert "circle" in (out / "text_importance.html").read_text()
 
 
+def _overlap(boxes: np.ndarray, box) -> np.ndarray:
+    """Area of each token box [n, 4] (x0, y0, x1, y1) that lies inside `box`."""
+    width = (np.minimum(boxes[:, 2], box[2]) - np.maximum(boxes[:, 0], box[0])).clip(0)
+    height = (np.minimum(boxes[:, 3], box[3]) - np.maximum(boxes[:, 1], box[1])).clip(0)
+    return width * height
+
+
 def test_shapes_model_object_tokens_matter_more_than_background():
     from vlmscope.assets import bundled_model_dir
 
@@ -302,15 +330,15 @@ def test_shapes_model_object_tokens_matter_more_than_background():
         tm = scope.prepare(ex).token_maps[0]
         visual = tm.visuals[0]
         boxes = visual.token_boxes()
-        covered = lambda box: ((np.minimum(boxes[:, 2], box[2]) - np.maximum(boxes[:, 0], box[0])).clip(0)  # noqa: E731
-                               * (np.minimum(boxes[:, 3], box[3]) - np.maximum(boxes[:, 1], box[1])).clip(0))
-        on_object = np.nonzero(covered(record.box) > 0)[0]
-        busy = sum(covered(o.box) for o in record.scene.objects)
+        on_object = np.nonzero(_overlap(boxes, record.box) > 0)[0]
+        busy = sum(_overlap(boxes, o.box) for o in record.scene.objects)
         background = np.nonzero(busy == 0)[0]
         rng = np.random.default_rng(0)
         background = rng.choice(background, size=min(len(on_object), len(background)), replace=False)
-        units = [Unit("vision", name, tuple(visual.positions[i] for i in cells), 0, tuple(int(i) for i in cells))
-                 for name, cells in (("object", on_object), ("background", background))]
+        units = [
+            Unit("vision", name, tuple(visual.positions[i] for i in cells), 0, tuple(int(i) for i in cells))
+            for name, cells in (("object", on_object), ("background", background))
+        ]
         result = mask_impact(scope, ex, units=units)
         drops.append(-result.total_delta_logprob)
     drops = np.array(drops)  # [records, (object, background)]

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from test_masking import _example, _knockout_mask, _reference
 
 from vlmscope.methods.masking import mask_impact
 from vlmscope.methods.masking.perturbations import knocked_from
-
-from test_masking import _example, _knockout_mask, _reference
 
 
 def test_knocked_from_is_the_first_target_after_the_unit(scopes):

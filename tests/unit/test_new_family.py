@@ -4,11 +4,10 @@ variant under its own model type, with one extra site) loads and captures with n
 from __future__ import annotations
 
 import torch
-from transformers import (AutoConfig, AutoModelForImageTextToText, Qwen2VLConfig,
-                          Qwen2VLForConditionalGeneration)
+from conftest import random_image
+from transformers import AutoConfig, AutoModelForImageTextToText, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 import vlmscope
-from conftest import random_image
 from vlmscope.models import registry
 from vlmscope.models.qwen2_vl import Qwen2VLAdapter
 from vlmscope.models.tiny import build_processor, build_tokenizer
@@ -27,8 +26,16 @@ class FakeVLAdapter(Qwen2VLAdapter):
     family = "fake_vl"
     display_name = "Fake-VL"
     hf_class = "FakeVLForConditionalGeneration"
-    sites = BASE_SITES + (SiteSpec("llm.layers.{i}.mlp", f"{DECODER}.layers.{{i}}.mlp", "post", "sequence", "layer",
-                                   "[T, D] output of decoder layer i's MLP"),)
+    sites = BASE_SITES + (
+        SiteSpec(
+            "llm.layers.{i}.mlp",
+            f"{DECODER}.layers.{{i}}.mlp",
+            "post",
+            "sequence",
+            "layer",
+            "[T, D] output of decoder layer i's MLP",
+        ),
+    )
 
 
 def test_a_registered_fourth_family_loads_and_captures(tmp_path):
@@ -45,6 +52,7 @@ def test_a_registered_fourth_family_loads_and_captures(tmp_path):
         assert type(scope.adapter) is FakeVLAdapter and scope.describe()["name"] == "Fake-VL"
         ex = vlmscope.Example("What colour is the circle?", images=[random_image(56, 84, 1)])
         seen = {}
+
         def keep(module, args, out):
             seen["mlp"] = out[0].detach().clone()
 

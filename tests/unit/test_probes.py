@@ -22,8 +22,16 @@ def write_store(path, features: dict, samples: dict, ragged: dict | None = None,
     """A one-part store in the documented layout (docs/extraction.md), written with h5py alone."""
     path.mkdir(parents=True)
     n = len(next(iter(samples.values())))
-    (path / RUN_FILE).write_text(json.dumps({"format": FORMAT, "version": 1, "model": {"source": "synthetic",
-                                             "layers": layers}, "run": {"total_rows": n, "checkpoint_every": n}}))
+    (path / RUN_FILE).write_text(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "version": 1,
+                "model": {"source": "synthetic", "layers": layers},
+                "run": {"total_rows": n, "checkpoint_every": n},
+            }
+        )
+    )
     with h5py.File(path / "part-000000.h5", "w") as f:
         f.attrs.update({"format": FORMAT, "version": 1, "part": 0, "first_row": 0, "stop_row": n, "rows": n})
         g = f.create_group("samples")
@@ -69,8 +77,7 @@ def synthetic_store(tmp_path_factory):
     right = np.array(["2.", "yes, it is", "Red circle!"] * 80)
     wrong = np.array(["three", "no", "blue circle"] * 80)
     gen = np.where(y == 1, wrong, right)
-    samples = {"question": np.array(["q"] * 240), "gt_answer": gt, "generated_answer": gen,
-               "flag": y.astype(np.int64)}
+    samples = {"question": np.array(["q"] * 240), "gt_answer": gt, "generated_answer": gen, "flag": y.astype(np.int64)}
     tokens = [rng.normal(size=(3 + i % 2, 4)).astype(np.float32) for i in range(240)]
     path = write_store(tmp_path_factory.mktemp("st") / "store", feats, samples, ragged={"vision.merger": tokens})
     return path, y
@@ -78,19 +85,34 @@ def synthetic_store(tmp_path_factory):
 
 # ---- labels -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("gen, ref, same", [
-    ("Two.", "2", True), ("the Circle", "circle", True), ("Yes, there is one.", "yes", True), ("yeah", "yes", True),
-    ("nope", "no", True), ("No", "yes", False), ("red", "orange", False), ("a red square", "red square", True),
-    ("right", "left", False), ("right", "yes", False), ("", "red", False), ("three", "four", False),
-])
+
+@pytest.mark.parametrize(
+    "gen, ref, same",
+    [
+        ("Two.", "2", True),
+        ("the Circle", "circle", True),
+        ("Yes, there is one.", "yes", True),
+        ("yeah", "yes", True),
+        ("nope", "no", True),
+        ("No", "yes", False),
+        ("red", "orange", False),
+        ("a red square", "red square", True),
+        ("right", "left", False),
+        ("right", "yes", False),
+        ("", "red", False),
+        ("three", "four", False),
+    ],
+)
 def test_answer_normalisation(gen, ref, same):
     assert answers_match(gen, ref) is same
     assert normalize_answer("The  LEFT-hand side, twenty") == "left hand side 20"
 
 
 def test_rows_without_a_reference_are_counted_and_left_out():
-    samples = {"generated_answer": np.array(["red", "blue", "two", "x"]),
-               "gt_answer": np.array(["red", "", "2", "nan"])}
+    samples = {
+        "generated_answer": np.array(["red", "blue", "two", "x"]),
+        "gt_answer": np.array(["red", "", "2", "nan"]),
+    }
     lab = make_labels(samples)
     assert lab.y.tolist() == [0, -1, 0, -1] and lab.n_missing == 2
     assert lab.counts() == {"wrong": 0, "right": 2}
@@ -104,6 +126,7 @@ def test_label_column_positive_class():
 
 
 # ---- probes and cross-validation ----------------------------------------------------------------
+
 
 def test_logistic_probe_matches_sklearn_pipeline():
     from sklearn.linear_model import LogisticRegression
@@ -164,6 +187,7 @@ def test_prior_baseline_by_brute_force():
 
 # ---- train / save / apply on a store ------------------------------------------------------------
 
+
 def test_train_on_store_finds_the_informative_layers(synthetic_store, tmp_path):
     path, y = synthetic_store
     result = train(path, folds=4, seed=1)
@@ -180,8 +204,14 @@ def test_train_on_store_finds_the_informative_layers(synthetic_store, tmp_path):
     text = result.table()
     assert "n = 240" in text and "control AUROC" in text and "majority baseline" in text
     out = result.save(tmp_path / "p")
-    for name in ("result.json", "result.csv", "auroc_by_layer.png", "auroc_by_layer.pdf", "probe.json",
-                 "probe.safetensors"):
+    for name in (
+        "result.json",
+        "result.csv",
+        "auroc_by_layer.png",
+        "auroc_by_layer.pdf",
+        "probe.json",
+        "probe.safetensors",
+    ):
         assert (out / name).is_file(), name
     saved = json.loads((out / "result.json").read_text())
     assert saved["rows"][0]["feature"] == "vf/vision.blocks.3" and saved["n"] == 240
@@ -219,6 +249,7 @@ def test_label_column_trains(synthetic_store):
 
 # ---- errors a user can cause ------------------------------------------------------------------
 
+
 def test_store_without_generated_answer(tmp_path):
     path = write_store(tmp_path / "s", {"vf/x": np.zeros((10, 2), np.float32)}, {"gt_answer": np.array(["a"] * 10)})
     with pytest.raises(VlmscopeError, match="no 'generated_answer' column.*--preset halp.*--label COLUMN"):
@@ -226,8 +257,11 @@ def test_store_without_generated_answer(tmp_path):
 
 
 def test_one_class_label(tmp_path):
-    path = write_store(tmp_path / "s", {"vf/x": np.zeros((10, 2), np.float32)},
-                       {"gt_answer": np.array(["red"] * 10), "generated_answer": np.array(["Red."] * 10)})
+    path = write_store(
+        tmp_path / "s",
+        {"vf/x": np.zeros((10, 2), np.float32)},
+        {"gt_answer": np.array(["red"] * 10), "generated_answer": np.array(["Red."] * 10)},
+    )
     with pytest.raises(VlmscopeError, match="one class only: all 10 labelled rows are 'right', none 'wrong'"):
         train(path)
 

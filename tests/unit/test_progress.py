@@ -46,8 +46,20 @@ def shapes_scope():
 def _run(monkeypatch, tmp_path, stderr, *flags):
     """`vlmscope [flags] run ... [flags]` with two methods, the model loaded once per module."""
     monkeypatch.setattr(sys, "stderr", stderr)
-    argv = ["run", IMG, "--prompt", "What colour is the square?", "--methods", "raw,gradient",
-            "--max-new-tokens", "3", "--lens", "none", "--out", str(tmp_path / f"o{len(list(tmp_path.iterdir()))}")]
+    argv = [
+        "run",
+        IMG,
+        "--prompt",
+        "What colour is the square?",
+        "--methods",
+        "raw,gradient",
+        "--max-new-tokens",
+        "3",
+        "--lens",
+        "none",
+        "--out",
+        str(tmp_path / f"o{len(list(tmp_path.iterdir()))}"),
+    ]
     return main([*flags[:1], *argv, *flags[1:]])
 
 
@@ -76,7 +88,9 @@ def test_masking_shows_units_and_the_yaml_batch_shows_runs(shapes_scope, monkeyp
 
     monkeypatch.setattr(mask_cmd, "load_from_args", lambda args, model=None: shapes_scope)
     config = tmp_path / "runs.yaml"
-    config.write_text(f"runs:\n  - name: a\n    image: {IMG}\n    prompt: What colour is the square?\n    max_new_tokens: 2\n")
+    config.write_text(
+        f"runs:\n  - name: a\n    image: {IMG}\n    prompt: What colour is the square?\n    max_new_tokens: 2\n"
+    )
     term = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", term)
     assert main(["mask", "--config", str(config), "--out", str(tmp_path / "m")]) == 0

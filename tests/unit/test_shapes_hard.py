@@ -39,8 +39,10 @@ def test_hard_dataset_is_seeded_named_and_separate():
     assert a[0].image_id == "shapes_hard_3_000000" and easy[0].image_id == "shapes_3_000000"
     assert not np.array_equal(np.asarray(a[0].image), np.asarray(easy[0].image))
     # the default is the easy split, unchanged by the option
-    assert all(np.array_equal(np.asarray(x.image), np.asarray(y.image))
-               for x, y in zip(easy, shapes.make_dataset(6, seed=3, difficulty="easy")))
+    assert all(
+        np.array_equal(np.asarray(x.image), np.asarray(y.image))
+        for x, y in zip(easy, shapes.make_dataset(6, seed=3, difficulty="easy"))
+    )
 
 
 def test_hard_answers_follow_the_ground_truth():

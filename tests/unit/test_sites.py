@@ -10,8 +10,10 @@ from vlmscope import Example
 
 def _examples(images):
     # two examples of different lengths: one image, then two images and a longer prompt
-    return [Example("What colour is the circle?", images=[images[0]]),
-            Example("Is there a red square in one of these pictures?", images=[images[1], images[2]])]
+    return [
+        Example("What colour is the circle?", images=[images[0]]),
+        Example("Is there a red square in one of these pictures?", images=[images[1], images[2]]),
+    ]
 
 
 def _next_module_inputs(adapter, inputs):
@@ -20,9 +22,14 @@ def _next_module_inputs(adapter, inputs):
     chain = list(lm.layers)[1:] + [lm.norm]
     got, handles = {}, []
     for i, m in enumerate(chain):
-        handles.append(m.register_forward_pre_hook(
-            lambda mod, args, kwargs, i=i: got.__setitem__(i, (args[0] if args else kwargs["hidden_states"]).clone()),
-            with_kwargs=True))
+        handles.append(
+            m.register_forward_pre_hook(
+                lambda mod, args, kwargs, i=i: got.__setitem__(
+                    i, (args[0] if args else kwargs["hidden_states"]).clone()
+                ),
+                with_kwargs=True,
+            )
+        )
     try:
         with torch.no_grad():
             out = adapter.model(**inputs, output_hidden_states=True)
@@ -80,16 +87,23 @@ def test_deepstack_sites_are_what_the_decoder_adds(scopes, images):
         torch.testing.assert_close(added, trace[f"vision.deepstack.{k}"][0])
 
 
-@pytest.mark.parametrize("tokens,reduce", [("vision", "mean"), ("vision_last", "none"), ("query", "none"),
-                                           ("text", "max"), ("image:1", "last")])
+@pytest.mark.parametrize(
+    "tokens,reduce",
+    [("vision", "mean"), ("vision_last", "none"), ("query", "none"), ("text", "max"), ("image:1", "last")],
+)
 def test_selection_and_reduction(scopes, images, tokens, reduce):
     scope = scopes["qwen2_vl"]
     batch = scope.prepare(_examples(images)[1:])
     full = scope.forward(batch, ["llm.layers.1"])["llm.layers.1"][0]
     got = scope.forward(batch, ["llm.layers.1"], tokens=tokens, reduce=reduce)
     tm = batch.token_maps[0]
-    pos = {"vision": tm.vision_positions(), "vision_last": tm.vision_positions()[-1:], "query": [tm.query],
-           "text": tm.text_positions(), "image:1": tm.vision_positions(1)}[tokens]
+    pos = {
+        "vision": tm.vision_positions(),
+        "vision_last": tm.vision_positions()[-1:],
+        "query": [tm.query],
+        "text": tm.text_positions(),
+        "image:1": tm.vision_positions(1),
+    }[tokens]
     rows = full[pos]
     want = {"none": rows, "mean": rows.mean(0), "max": rows.max(0).values, "last": rows[-1]}[reduce]
     torch.testing.assert_close(got["llm.layers.1"][0], want)
@@ -102,7 +116,7 @@ def test_generate_captures_prefill_and_decode_steps(scopes, images):
     trace = scope.generate(exs, ["llm.layers.2", "llm.norm"], tokens="generated", max_new_tokens=4)
     for b, tm in enumerate(trace.token_maps):
         gen = trace.generated_ids[b]
-        assert tm.input_ids[tm.answer[0]:tm.answer[1]] == gen
+        assert tm.input_ids[tm.answer[0] : tm.answer[1]] == gen
         assert trace.positions["llm.norm"][b] == tm.predicting_positions(len(gen))
         # teacher-forced forward over prompt + generated tokens gives the same states
         ref = scope.forward(Example(exs[b].prompt, images=exs[b].images), ["llm.norm"])
@@ -110,8 +124,10 @@ def test_generate_captures_prefill_and_decode_steps(scopes, images):
         mm = [[1 if t == scope.adapter.token_ids["image"] else 0 for t in ids]]
         pixels = {k: v for k, v in scope.prepare(exs[b]).inputs.items() if k.startswith(("pixel", "image_grid"))}
         with torch.no_grad():
-            forced = scope.model(input_ids=torch.tensor([ids]), mm_token_type_ids=torch.tensor(mm), **pixels,
-                                 output_hidden_states=True)
-        torch.testing.assert_close(trace["llm.norm"][b], forced.hidden_states[-1][0, tm.predicting_positions(len(gen))],
-                                   atol=1e-4, rtol=1e-4)
+            forced = scope.model(
+                input_ids=torch.tensor([ids]), mm_token_type_ids=torch.tensor(mm), **pixels, output_hidden_states=True
+            )
+        torch.testing.assert_close(
+            trace["llm.norm"][b], forced.hidden_states[-1][0, tm.predicting_positions(len(gen))], atol=1e-4, rtol=1e-4
+        )
         torch.testing.assert_close(ref["llm.norm"][0][tm.query], trace["llm.norm"][b][0], atol=1e-5, rtol=1e-5)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import random_image
 
 from vlmscope import VlmscopeError
 from vlmscope.data.sources import open_source
-
-from conftest import random_image
 
 
 @pytest.fixture
@@ -30,8 +29,11 @@ def _csv(path, header, rows):
 
 
 def test_vqa_csv_columns_and_aliases(tmp_path, images_dir):
-    path = _csv(tmp_path / "q.csv", "question_id,image_name,question,gt_answer",
-                ['1,a.png,"What colour, exactly?",red', "2,b,Is it blue?,no"])
+    path = _csv(
+        tmp_path / "q.csv",
+        "question_id,image_name,question,gt_answer",
+        ['1,a.png,"What colour, exactly?",red', "2,b,Is it blue?,no"],
+    )
     src = open_source(path)  # images/ beside the file is the default images directory
     rows = list(src)
     assert len(src) == 2 and [r.id for r in rows] == ["1", "2"]
@@ -42,8 +44,11 @@ def test_vqa_csv_columns_and_aliases(tmp_path, images_dir):
 
 def test_csv_missing_column_is_one_clear_error(tmp_path, images_dir):
     path = _csv(tmp_path / "q.csv", "question_id,question,answer", ["1,hi,yes"])
-    with pytest.raises(VlmscopeError, match=r"has no image column: expected image_id or image_name.*columns: "
-                                            r"question_id, question, answer"):
+    with pytest.raises(
+        VlmscopeError,
+        match=r"has no image column: expected image_id or image_name.*columns: "
+        r"question_id, question, answer",
+    ):
         open_source(path)
     path = _csv(tmp_path / "q2.csv", "image_id,question", ["a.png,hi"])
     with pytest.raises(VlmscopeError, match="has no id column: expected question_id or id"):
@@ -51,14 +56,30 @@ def test_csv_missing_column_is_one_clear_error(tmp_path, images_dir):
 
 
 def test_bad_rows_and_images_fail_alone(tmp_path, images_dir):
-    path = _csv(tmp_path / "q.csv", "question_id,image_id,question,answer",
-                ["1,a.png,ok?,yes", "2,,no image?,no", "3,missing.png,?,x", "4,corrupt.png,?,x",
-                 "5,../../etc/passwd,?,x", "6,../secret.png,?,x", f"7,{tmp_path / 'secret.png'},?,x", "8,a.png,,x"])
+    path = _csv(
+        tmp_path / "q.csv",
+        "question_id,image_id,question,answer",
+        [
+            "1,a.png,ok?,yes",
+            "2,,no image?,no",
+            "3,missing.png,?,x",
+            "4,corrupt.png,?,x",
+            "5,../../etc/passwd,?,x",
+            "6,../secret.png,?,x",
+            f"7,{tmp_path / 'secret.png'},?,x",
+            "8,a.png,,x",
+        ],
+    )
     rows = list(open_source(path, images_dir=images_dir))
     assert rows[0].error is None and len(rows[0].load_images()) == 1
     assert "empty image_id" in rows[1].error and "empty question" in rows[7].error
-    for i, msg in [(2, "image not found"), (3, "cannot read image"), (4, "escapes the images directory"),
-                   (5, "escapes the images directory"), (6, "escapes the images directory")]:
+    for i, msg in [
+        (2, "image not found"),
+        (3, "cannot read image"),
+        (4, "escapes the images directory"),
+        (5, "escapes the images directory"),
+        (6, "escapes the images directory"),
+    ]:
         with pytest.raises(VlmscopeError, match=msg):
             rows[i].load_images()
 
@@ -81,8 +102,12 @@ def test_limit_and_prompt_fallback(tmp_path, images_dir):
 
 
 def test_jsonl(tmp_path, images_dir):
-    lines = [{"id": "x", "images": ["a.png", "b.jpg"], "question": "Same?", "answer": "no"},
-             "not json", {"id": "y", "question": "no image key"}, {"image": "a.png", "prompt": "Hi"}]
+    lines = [
+        {"id": "x", "images": ["a.png", "b.jpg"], "question": "Same?", "answer": "no"},
+        "not json",
+        {"id": "y", "question": "no image key"},
+        {"image": "a.png", "prompt": "Hi"},
+    ]
     path = tmp_path / "rows.jsonl"
     path.write_text("\n".join(json.dumps(x) if isinstance(x, dict) else x for x in lines) + "\n\n")
     rows = list(open_source(path, images_dir=images_dir))
@@ -117,10 +142,17 @@ def test_unknown_source(tmp_path):
 def test_hf_dataset(tmp_path, images_dir):
     datasets = pytest.importorskip("datasets")
     ims = [random_image(30, 40, i) for i in range(3)]
-    feats = datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
-                               "answers": datasets.List(datasets.Value("string"))})
-    ds = datasets.Dataset.from_dict({"image": [ims[0], None, ims[2]], "question": ["a?", "b?", "c?"],
-                                     "answers": [["x", "y"], [], ["z"]]}, features=feats)
+    feats = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "question": datasets.Value("string"),
+            "answers": datasets.List(datasets.Value("string")),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {"image": [ims[0], None, ims[2]], "question": ["a?", "b?", "c?"], "answers": [["x", "y"], [], ["z"]]},
+        features=feats,
+    )
     datasets.DatasetDict({"validation": ds}).save_to_disk(str(tmp_path / "hf"))
     with pytest.raises(VlmscopeError, match="no split 'train'.*validation"):
         open_source(tmp_path / "hf", split="train")
@@ -141,7 +173,9 @@ def test_hf_dataset(tmp_path, images_dir):
 
 
 def _vqa_lines(n):
-    return ["question_id,image_id,question,answer"] + [f"{i},a.png,Is row {i} caf\u00e9 {'x' * 40}?,yes" for i in range(n)]
+    return ["question_id,image_id,question,answer"] + [
+        f"{i},a.png,Is row {i} caf\u00e9 {'x' * 40}?,yes" for i in range(n)
+    ]
 
 
 def test_non_utf8_table_is_refused_at_open_naming_the_line(tmp_path, images_dir):
@@ -152,8 +186,10 @@ def test_non_utf8_table_is_refused_at_open_naming_the_line(tmp_path, images_dir)
     with pytest.raises(VlmscopeError, match=r"latin1.csv' is not UTF-8: line 201 has byte 0xe9 at column \d+"):
         open_source(path)
     jsonl = tmp_path / "rows.jsonl"
-    jsonl.write_bytes(b'{"id": "1", "image": "a.png", "question": "ok?"}\n'
-                      + '{"id": "2", "image": "a.png", "question": "caf\u00e9?"}\n'.encode("latin-1"))
+    jsonl.write_bytes(
+        b'{"id": "1", "image": "a.png", "question": "ok?"}\n'
+        + '{"id": "2", "image": "a.png", "question": "caf\u00e9?"}\n'.encode("latin-1")
+    )
     with pytest.raises(VlmscopeError, match="rows.jsonl' is not UTF-8: line 2 has byte 0xe9"):
         open_source(jsonl)
 
@@ -164,8 +200,11 @@ def test_byte_order_marks_are_accepted_and_utf16_without_one_refused(tmp_path, i
     plain.write_text(text, encoding="utf-8")
     expected = [(r.id, r.question, r.answer, r.images) for r in open_source(plain)]
     assert expected[0][1].startswith("Is row 0 caf\u00e9")
-    for name, data in [("bom8.csv", text.encode("utf-8-sig")), ("bom16.csv", text.encode("utf-16")),
-                       ("bom16be.csv", b"\xfe\xff" + text.encode("utf-16-be"))]:
+    for name, data in [
+        ("bom8.csv", text.encode("utf-8-sig")),
+        ("bom16.csv", text.encode("utf-16")),
+        ("bom16be.csv", b"\xfe\xff" + text.encode("utf-16-be")),
+    ]:
         (tmp_path / name).write_bytes(data)
         assert [(r.id, r.question, r.answer, r.images) for r in open_source(tmp_path / name)] == expected, name
     (tmp_path / "nobom16.csv").write_bytes(text.encode("utf-16-le"))

@@ -20,10 +20,16 @@ RUN = {"preset": {"name": "test"}, "total_rows": 7, "checkpoint_every": 4}
 
 def _record(i: int) -> Record:
     rng = np.random.default_rng(i)
-    return Record(i, f"q{i}", fields={"question": f"question {i}", "score": i * 0.5},
-                  arrays={"vt/llm.layers.1": rng.standard_normal(8).astype(np.float32)},
-                  ragged={"vision.merger": rng.standard_normal((i + 1, 3)).astype(np.float32),
-                          "grid_thw": np.array([[1, 2, 2 + i]], dtype=np.int64)})
+    return Record(
+        i,
+        f"q{i}",
+        fields={"question": f"question {i}", "score": i * 0.5},
+        arrays={"vt/llm.layers.1": rng.standard_normal(8).astype(np.float32)},
+        ragged={
+            "vision.merger": rng.standard_normal((i + 1, 3)).astype(np.float32),
+            "grid_thw": np.array([[1, 2, 2 + i]], dtype=np.int64),
+        },
+    )
 
 
 def _write_store(out, compression="gzip"):
@@ -46,8 +52,11 @@ def _write_store(out, compression="gzip"):
 def test_parts_read_as_one_dataset(tmp_path, compression):
     rows = _write_store(tmp_path, compression)
     with vlmscope.store.open(tmp_path) as store:
-        assert len(store) == 6 and store.complete and sorted(store.columns) == [
-            "grid_thw", "vision.merger", "vt/llm.layers.1"]
+        assert (
+            len(store) == 6
+            and store.complete
+            and sorted(store.columns) == ["grid_thw", "vision.merger", "vt/llm.layers.1"]
+        )
         table = store.samples()
         assert table["index"].tolist() == rows and table["sample_id"].tolist() == [f"q{i}" for i in rows]
         assert table["question"][3] == "question 4" and table["score"][5] == 3.0
@@ -61,8 +70,9 @@ def test_parts_read_as_one_dataset(tmp_path, compression):
         assert offsets.tolist() == [0, 4, 9, 15] and values.shape == (15, 3)
         np.testing.assert_array_equal(values[4:9], _record(4).ragged["vision.merger"])
         assert store["grid_thw"][1].tolist() == [[1, 2, 3]]
-        assert store.failures() == [{"index": 2, "sample_id": "q2", "stage": "image",
-                                     "reason": "image not found: 'x.png'"}]
+        assert store.failures() == [
+            {"index": 2, "sample_id": "q2", "stage": "image", "reason": "image not found: 'x.png'"}
+        ]
         with pytest.raises(VlmscopeError, match="no column 'nope'"):
             store["nope"]
 

@@ -9,6 +9,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+from test_store import RUN, _write_store
 
 import vlmscope.store
 from vlmscope import VlmscopeError
@@ -16,8 +17,6 @@ from vlmscope.store.directory import FINGERPRINT, check_directory, write_run
 from vlmscope.store.layout import FORMAT, finished_parts, part_path
 from vlmscope.store.lock import StoreLock, check_free
 from vlmscope.store.verify import check_part, set_aside, verify
-
-from test_store import RUN, _write_store
 
 
 def _truncate(path, keep=0.5):
@@ -88,8 +87,11 @@ def test_resume_refuses_a_changed_source(tmp_path):
     write_run(tmp_path, {"format": FORMAT, "version": 1, "run": old})
     assert check_directory(tmp_path, old, resume=True)["run"] == old
     shuffled = {**old, FINGERPRINT: {"rows": 7, "sha256": "b" * 64}}
-    with pytest.raises(VlmscopeError, match=r"rows of source '/data/q.csv' changed .*7 rows, sha256 aaaaaaaaaaaa; "
-                                            r"now 7 rows, sha256 bbbbbbbbbbbb"):
+    with pytest.raises(
+        VlmscopeError,
+        match=r"rows of source '/data/q.csv' changed .*7 rows, sha256 aaaaaaaaaaaa; "
+        r"now 7 rows, sha256 bbbbbbbbbbbb",
+    ):
         check_directory(tmp_path, shuffled, resume=True)
     legacy = {k: v for k, v in old.items() if k != FINGERPRINT}  # a store written before fingerprints
     write_run(tmp_path, {"format": FORMAT, "version": 1, "run": legacy})
@@ -106,8 +108,9 @@ sys.stdin.read()
 
 
 def test_a_second_process_is_refused_while_a_run_holds_the_store(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(VlmscopeError, match=rf"is in use: process {holder.pid} is extracting into it") as err:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from conftest import random_image
 from PIL import Image
 
 from vlmscope import Example
-
-from conftest import random_image
 
 
 def test_spans_match_input_ids(scopes, family, images):
@@ -29,7 +28,7 @@ def test_spans_match_input_ids(scopes, family, images):
     assert text_only.visuals == [] and tok.decode(text_only.input_ids[slice(*text_only.prompt)]) == "Hello there"
     # the padded batch holds each example's ids right-aligned
     for b, t in enumerate(batch.token_maps):
-        assert batch.inputs["input_ids"][b, batch.pad[b]:].tolist() == t.input_ids
+        assert batch.inputs["input_ids"][b, batch.pad[b] :].tolist() == t.input_ids
 
 
 def test_select_equals_preparing_the_example_alone(scopes, family, images):
@@ -80,7 +79,7 @@ def test_token_boxes_cover_the_original_image(scopes, family):
 def _bright_patch_image(patch: int, rows: int, cols: int, at: tuple[int, int]) -> Image.Image:
     arr = np.full((rows * patch, cols * patch, 3), 60, dtype=np.uint8)
     r, c = at
-    arr[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch] = 255
+    arr[r * patch : (r + 1) * patch, c * patch : (c + 1) * patch] = 255
     return Image.fromarray(arr)
 
 

@@ -23,9 +23,32 @@ def test_train_few_steps_saves_loadable_model(tmp_path):
 
     train = _script()
     out = tmp_path / "model"
-    metrics = train.main(["--out", str(out), "--steps", "3", "--images-per-step", "2", "--questions-per-image", "2",
-                          "--hidden", "32", "--text-layers", "1", "--vision-hidden", "32", "--vision-depth", "1",
-                          "--eval-every", "2", "--eval-n", "5", "--warmup", "1"])
+    metrics = train.main(
+        [
+            "--out",
+            str(out),
+            "--steps",
+            "3",
+            "--images-per-step",
+            "2",
+            "--questions-per-image",
+            "2",
+            "--hidden",
+            "32",
+            "--text-layers",
+            "1",
+            "--vision-hidden",
+            "32",
+            "--vision-depth",
+            "1",
+            "--eval-every",
+            "2",
+            "--eval-n",
+            "5",
+            "--warmup",
+            "1",
+        ]
+    )
     assert metrics["training"]["steps_done"] == 3
     assert [p["step"] for p in metrics["training"]["loss_curve"]] == [2, 3]
     assert json.loads((out / "metrics.json").read_text()) == metrics
