@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -61,21 +62,29 @@ class Row:
 def resolve_image(ref: str, root: Path | None) -> Path:
     """`ref` inside `root`; without an extension, the first existing `ref.<ext>`.
 
-    A reference that leaves `root` (``../``, an absolute path, a symlink out) is refused.
+    A reference that leaves `root` (``../``, an absolute path, a symlink out) is refused. The
+    candidate is resolved once, after the extension is found: a loader resolves every row's path.
     """
     if root is None:
         return Path(ref)
-    base = Path(root).resolve()
-    path = (base / ref).resolve()
-    if not path.exists() and not path.suffix:
+    base = _resolved_root(str(root), os.getcwd())
+    path = base / ref
+    if not path.suffix and not path.exists():
         for ext in IMAGE_EXTENSIONS:
             cand = path.with_name(path.name + ext)
             if cand.is_file():
-                path = cand.resolve()
+                path = cand
                 break
+    path = path.resolve()
     if path != base and base not in path.parents:
         raise VlmscopeError(f"image path {ref!r} escapes the images directory {str(base)!r}")
     return path
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved_root(root: str, cwd: str) -> Path:
+    """A source's images directory, resolved once (`cwd` keys a relative root)."""
+    return Path(root).resolve()
 
 
 _BOMS = (
