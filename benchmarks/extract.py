@@ -8,7 +8,12 @@
   the processor for the next batch, one batch ahead, and hands nothing over: what the loader's
   work costs the model when it neither shares the GIL nor transfers a batch, the best any loader
   can reach on this machine (two vCPUs share caches and memory bandwidth);
-- capture only: HALP's generate with its captures over the same ready batches (nothing stored);
+- floor fed by a processor process: the same process hands each batch over through two slots of
+  shared memory that both processes mapped once (the pipe carries only the batch's small fields):
+  what a loader process would cost if it kept such a ring;
+- capture only: HALP's generate with its captures over the same ready batches (nothing stored),
+  the same with each batch from a loader thread (as vlmscope's, one batch ahead) and handed over
+  by the processor process;
 - vlmscope: `extract(..., make_preset("halp"))` over the same rows: images opened and the
   processor run by the loader thread, one generate per batch capturing VF, VT and QT, the store
   written by the writer thread (`--compressions gzip,lzf,none`);
@@ -103,8 +108,12 @@ def seed_loop(scope, csv_path: Path, out: Path, layers: list[int], max_new_token
     return len(rows)
 
 
-def _processor_worker(conn, model: str, csv_path: str, batch_size: int, threads: int) -> None:
-    """Prepare the batch starting at each row index received; answer when done; stop on None."""
+def _processor_worker(conn, model: str, csv_path: str, batch_size: int, threads: int, ring: str | None) -> None:
+    """Prepare the batch starting at each row index received. Message (first, None): answer when
+    done, hand nothing over; (first, slot): copy the batch's tensors into that slot of the shared
+    `ring` and send the rest of the batch with where each tensor lies. Stop on None."""
+    from multiprocessing import shared_memory
+
     import torch
 
     import vlmscope
@@ -114,40 +123,115 @@ def _processor_worker(conn, model: str, csv_path: str, batch_size: int, threads:
     torch.set_num_threads(max(threads, 1))
     scope = vlmscope.load(model, device="cpu")  # it only prepares batches
     rows = list(open_source(csv_path))
+    shm = shared_memory.SharedMemory(name=ring) if ring else None
     conn.send("ready")
-    while (first := conn.recv()) is not None:
+    while (msg := conn.recv()) is not None:
+        first, slot = msg
         chunk = rows[first : first + batch_size]
-        scope.prepare([Example(r.question, images=r.load_images(), id=r.id) for r in chunk], with_answers=False)
-        conn.send(first)
+        batch = scope.prepare([Example(r.question, images=r.load_images(), id=r.id) for r in chunk], with_answers=False)
+        if slot is None:
+            conn.send(first)
+            continue
+        batch.examples = []
+        conn.send(_pack(batch, shm.buf, slot * _SLOT_BYTES))
+    if shm is not None:
+        shm.close()
 
 
-class ProcessorBeside:
-    """A spawned process running the processor over the same rows, one batch ahead of the model."""
+_SLOT_BYTES = 64 << 20  # one batch of shapes rows needs about 14 MiB
+
+
+def _pack(batch, buf, base: int) -> tuple:
+    """The batch's tensors copied into `buf` from `base`; returns (the batch without them, their places)."""
+    import torch
+
+    places, offset = {}, 0
+    for name, t in list(batch.inputs.items()):
+        if torch.is_tensor(t):
+            t = t.contiguous()
+            n = t.numel() * t.element_size()
+            assert offset + n <= _SLOT_BYTES, "a batch larger than its slot"
+            torch.frombuffer(buf, dtype=torch.uint8, count=n, offset=base + offset).copy_(t.view(-1).view(torch.uint8))
+            places[name] = (t.dtype, tuple(t.shape), base + offset, n)
+            offset += -(-n // 64) * 64
+            del batch.inputs[name]
+    return batch, places
+
+
+def _unpack(batch, places: dict, flat):
+    """The batch with its tensors as views of the shared buffer `flat` (nothing copied)."""
+    for name, (dtype, shape, at, n) in places.items():
+        batch.inputs[name] = flat[at : at + n].view(dtype).view(shape)
+    return batch
+
+
+class LoaderProcess:
+    """A spawned process running the processor over the same rows, one batch ahead of the model:
+    either handing nothing over (what the loader's work costs the model when it neither shares the
+    GIL nor transfers a batch), or handing each batch over through two slots of shared memory
+    mapped once by both processes (what a loader process with such a ring would cost)."""
 
     def __init__(self, model: str, csv_path: Path, batch_size: int, threads: int):
         import multiprocessing
+        from multiprocessing import shared_memory
 
+        import torch
+
+        self.ring = shared_memory.SharedMemory(create=True, size=2 * _SLOT_BYTES)
+        self.flat = torch.frombuffer(self.ring.buf, dtype=torch.uint8)
+        self.flat.fill_(0)  # mapped and faulted in once, before the rounds
         ctx = multiprocessing.get_context("spawn")  # a forked child would cost the parent copy-on-write faults
         self.conn, child = ctx.Pipe()
-        args = (child, model, str(csv_path), batch_size, threads)
+        args = (child, model, str(csv_path), batch_size, threads, self.ring.name)
         self.process = ctx.Process(target=_processor_worker, args=args, daemon=True)
         self.process.start()
         assert self.conn.recv() == "ready"
+        self.batch_size = batch_size
 
-    def run(self, batches: list, generate: Callable, batch_size: int) -> None:
-        self.conn.send(0)  # the first batch is prepared before the model starts, as in any loader
+    def beside(self, batches: list, generate: Callable) -> None:
+        """`generate` each of `batches` while the process prepares the next one (received and dropped)."""
+        self.conn.send((0, None))  # the first batch is prepared before the model starts, as in any loader
         self.conn.recv()
         for k, b in enumerate(batches):
-            ahead = (k + 1) * batch_size if k + 1 < len(batches) else None
+            ahead = (k + 1) * self.batch_size if k + 1 < len(batches) else None
             if ahead is not None:
-                self.conn.send(ahead)
+                self.conn.send((ahead, None))
             generate(b)
             if ahead is not None:
                 self.conn.recv()
 
+    def fed(self, n_batches: int, run: Callable) -> None:
+        """`run` each batch as the process hands it over, the next one prepared meanwhile."""
+        self.conn.send((0, 0))
+        for k in range(n_batches):
+            batch = _unpack(*self.conn.recv(), self.flat)
+            if k + 1 < n_batches:
+                self.conn.send(((k + 1) * self.batch_size, (k + 1) % 2))  # the slot batch k-1 used
+            run(batch)
+
     def close(self) -> None:
         self.conn.send(None)
         self.process.join(timeout=30)
+        del self.flat
+        self.ring.close()
+        self.ring.unlink()
+
+
+def thread_fed(rows: list, batch_size: int, prepare: Callable, run: Callable) -> None:
+    """`run` each batch as a loader thread prepares it, one batch ahead (as vlmscope's loader)."""
+    import queue
+    import threading
+
+    ready: queue.Queue = queue.Queue(maxsize=1)
+
+    def produce():
+        for r0 in range(0, len(rows), batch_size):
+            ready.put(prepare(rows[r0 : r0 + batch_size]))
+        ready.put(None)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (batch := ready.get()) is not None:
+        run(batch)
 
 
 def speed(args, tmp: Path) -> dict:
@@ -182,21 +266,43 @@ def speed(args, tmp: Path) -> dict:
             for b in batches:
                 generate(b)
 
-    beside = ProcessorBeside(path, csv_path, args.batch_size, args.threads)
+    process = LoaderProcess(path, csv_path, args.batch_size, args.threads)
+
+    def same_as_first(b):  # the handed-over batch is the one prepared here
+        for k, v in batches[0].inputs.items():
+            assert not torch.is_tensor(v) or torch.equal(v, b.inputs[k]), k
+
+    process.fed(1, same_as_first)
 
     def floor_beside():  # the same, a second process preparing each next batch meanwhile
         with torch.inference_mode():
-            beside.run(batches, generate, args.batch_size)
+            process.beside(batches, generate)
+
+    def prepare(chunk):  # what a loader does for one batch: open the images, run the processor
+        examples = [Example(r.question, images=r.load_images(), id=r.id) for r in chunk]
+        return scope.prepare(examples, with_answers=False).to(scope.input_device)
 
     def floor_prepare():  # the same plus opening the images and running the processor, in line
         with torch.inference_mode():
             for r0 in range(0, len(rows), args.batch_size):
-                chunk = [Example(r.question, images=r.load_images(), id=r.id) for r in rows[r0 : r0 + args.batch_size]]
-                generate(scope.prepare(chunk, with_answers=False).to(scope.input_device))
+                generate(prepare(rows[r0 : r0 + args.batch_size]))
+
+    def floor_fed():  # the floor, each batch handed over by the process through memory mapped once
+        with torch.inference_mode():
+            process.fed(len(batches), lambda b: generate(b.to(scope.input_device)))
+
+    def capture(b):
+        preset.run(scope, b, torch.float32)
 
     def capture_only():  # HALP's generate and captures over the same ready batches, nothing stored
         for b in batches:
-            preset.run(scope, b, torch.float32)
+            capture(b)
+
+    def capture_thread():  # the same, each batch prepared by a loader thread (as vlmscope's), nothing stored
+        thread_fed(rows, args.batch_size, prepare, capture)
+
+    def capture_fed():  # the same, each batch handed over by the process through memory mapped once
+        process.fed(len(batches), lambda b: capture(b.to(scope.input_device)))
 
     runs = iter(range(10**6))
     stores: dict[str, Path] = {}  # compression -> the store its last run wrote
@@ -222,7 +328,10 @@ def speed(args, tmp: Path) -> dict:
         "floor": floor,
         "floor_with_processor": floor_prepare,
         "floor_beside_processor_process": floor_beside,
+        "floor_fed_by_process": floor_fed,
         "capture_only": capture_only,
+        "capture_loader_thread": capture_thread,
+        "capture_fed_by_process": capture_fed,
         **{f"vlmscope_{c}": ours(c) for c in args.compressions.split(",")},
     }
     if args.seed_loop:
@@ -235,7 +344,7 @@ def speed(args, tmp: Path) -> dict:
     try:
         res = interleave(paths, args.rounds, "floor", args.device)
     finally:
-        beside.close()
+        process.close()
     sizes = {c: sum(p.stat().st_size for p in out.glob("part-*.h5")) for c, out in stores.items()}
     return {
         "model": what,

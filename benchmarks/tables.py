@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,7 +64,10 @@ def extract(d: dict) -> list[str]:
             "floor": "floor: batched `model.generate`, inputs ready",
             "floor_with_processor": "floor + images and processor, in line",
             "floor_beside_processor_process": "floor, a second process preparing each next batch (nothing handed over)",
+            "floor_fed_by_process": "floor, each batch handed over by that process through shared memory mapped once",
             "capture_only": "HALP's generate and captures, inputs ready, nothing stored",
+            "capture_loader_thread": "the same, each batch from a loader thread one batch ahead",
+            "capture_fed_by_process": "the same, each batch handed over by a loader process as above",
         }.get(k, k)
         if k.startswith("vlmscope_"):
             name = f"`vlmscope extract --preset halp --compression {k.split('_', 1)[1]}`"
@@ -80,11 +84,30 @@ def extract(d: dict) -> list[str]:
             f"| {c} | {v['seconds_per_batch'] * 1000:.1f} ms | {v['part_bytes'] / 2**20:.0f} MiB |"
             for c, v in s["writer"].items()
         ]
+    out += _paired(s["paths"])
     mem = d.get("memory") or []
     if mem:
         out += ["", "| rows | peak RSS MiB | growth during extraction MiB |", "|---|---|---|"]
         out += [f"| {m['rows']} | {m['peak_rss_mib']:.0f} | {m['growth_during_extract_mib']:.0f} |" for m in mem]
     return out
+
+
+_PAIRS = (  # (slower path, faster path, what the ratio measures)
+    ("capture_loader_thread", "capture_fed_by_process", "a loader thread against a loader process, HALP's captures"),
+    ("floor_fed_by_process", "floor_beside_processor_process", "handing each batch over through the ring"),
+    ("vlmscope_gzip", "capture_loader_thread", "the runner and the store (gzip) on top of captures and loader"),
+)
+
+
+def _paired(paths: dict) -> list[str]:
+    """Time of one path over another's in the same round: median (lowest-highest round)."""
+    out = []
+    for slow, fast, what in _PAIRS:
+        if slow in paths and fast in paths:
+            r = [a / b for a, b in zip(paths[slow]["seconds"], paths[fast]["seconds"])]
+            ratio = {"median": statistics.median(r), "min": min(r), "max": max(r)}
+            out.append(f"- {what}: {slow} / {fast} = {_r(ratio)}")
+    return ["", *out] if out else []
 
 
 def masking(d: dict) -> list[str]:
