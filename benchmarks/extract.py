@@ -26,7 +26,8 @@ peak RSS must not grow with the number of rows.
     python benchmarks/extract.py [--rows 200] [--batch-size 16] [--threads 1] [--rounds 5] [--small]
 
 The model is the bundled shapes model (`--config shapes`, the default) or a random Qwen2.5-VL
-(`--config small`: 4 layers, width 256). Writes benchmarks/results/extract.json.
+(`--config small`: 4 layers, width 256; `--config wide`: 4 layers, width 1024, slow on a CPU, where
+`--paths` times a subset beside the floor). Writes benchmarks/results/extract.json.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def model_dir(tmp: Path, config: str = "shapes") -> tuple[str, str]:
         return str(bundled), "bundled shapes model (Qwen3-VL, 4 layers, width 128)"
     if config == "tiny":
         return str(build_tiny_model("qwen2_5_vl", tmp / "tiny")), "random Qwen2.5-VL, 3 layers, width 64"
+    if config == "wide":  # enough arithmetic per token that the model, not the interpreter, sets the pace
+        path = build_tiny_model(
+            "qwen2_5_vl", tmp / "wide", text_layers=4, hidden=1024, heads=16, kv_heads=4, vision_hidden=256
+        )
+        return str(path), "random Qwen2.5-VL, 4 layers, width 1024, vision width 256"
     path = build_tiny_model(
         "qwen2_5_vl", tmp / "model", text_layers=4, hidden=256, heads=8, kv_heads=4, vision_hidden=64
     )
@@ -334,14 +340,20 @@ def speed(args, tmp: Path) -> dict:
         "capture_fed_by_process": capture_fed,
         **{f"vlmscope_{c}": ours(c) for c in args.compressions.split(",")},
     }
-    if args.seed_loop:
-        layers = parse_layers("halp", scope.adapter.num_layers)
-        paths["seed_loop"] = lambda: seed_loop(
-            scope, csv_path, tmp / f"seed{next(runs)}", layers, args.max_new_tokens, args.rows
-        )
-    for fn in paths.values():
-        fn()  # warm-up: the first calls with new shapes are slower
-    try:
+    try:  # the loader process is closed however this ends
+        if args.paths:  # a subset, for a slow model: the floor is always timed
+            keep = {"floor", *args.paths.split(",")}
+            unknown = keep - set(paths)
+            if unknown:
+                raise SystemExit(f"unknown --paths {', '.join(sorted(unknown))}; choose from {', '.join(paths)}")
+            paths = {k: v for k, v in paths.items() if k in keep}
+        if args.seed_loop:
+            layers = parse_layers("halp", scope.adapter.num_layers)
+            paths["seed_loop"] = lambda: seed_loop(
+                scope, csv_path, tmp / f"seed{next(runs)}", layers, args.max_new_tokens, args.rows
+            )
+        for fn in paths.values():
+            fn()  # warm-up: the first calls with new shapes are slower
         res = interleave(paths, args.rounds, "floor", args.device)
     finally:
         process.close()
@@ -477,12 +489,13 @@ def main(argv=None) -> int:
     from common import add_common, fmt_ratio, inverse, machine, setup, write
 
     ap = add_common(argparse.ArgumentParser(), "extract.json")
-    ap.add_argument("--config", default="shapes", choices=("shapes", "small", "tiny"))
+    ap.add_argument("--config", default="shapes", choices=("shapes", "small", "tiny", "wide"))
     ap.add_argument("--rows", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--checkpoint-every", type=int, default=1000)
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--compressions", default="gzip,lzf,none")
+    ap.add_argument("--paths", default="", help="comma-separated paths to time beside the floor (default: all)")
     ap.add_argument("--seed-loop", action="store_true", help="also time the seed-style loop (slow)")
     ap.add_argument("--memory-rows", default="1000,10000,30000")
     ap.add_argument("--memory-new-tokens", type=int, default=4)

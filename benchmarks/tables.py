@@ -93,6 +93,7 @@ def extract(d: dict) -> list[str]:
 
 
 _PAIRS = (  # (slower path, faster path, what the ratio measures)
+    ("capture_loader_thread", "capture_only", "a loader thread preparing each next batch beside HALP's captures"),
     ("capture_loader_thread", "capture_fed_by_process", "a loader thread against a loader process, HALP's captures"),
     ("floor_fed_by_process", "floor_beside_processor_process", "handing each batch over through the ring"),
     ("vlmscope_gzip", "capture_loader_thread", "the runner and the store (gzip) on top of captures and loader"),
