@@ -27,7 +27,8 @@ peak RSS must not grow with the number of rows.
 
 The model is the bundled shapes model (`--config shapes`, the default) or a random Qwen2.5-VL
 (`--config small`: 4 layers, width 256; `--config wide`: 4 layers, width 1024, slow on a CPU, where
-`--paths` times a subset beside the floor). Writes benchmarks/results/extract.json.
+`--paths` times a subset beside the floor; `--config 7b`: Qwen2.5-VL-7B's shapes, for a GPU with
+`--device cuda --dtype bfloat16`). Writes benchmarks/results/extract.json.
 """
 
 from __future__ import annotations
@@ -43,26 +44,37 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from common import FULL_7B, FULL_7B_EXTRA  # noqa: E402
 
-def model_dir(tmp: Path, config: str = "shapes") -> tuple[str, str]:
-    """(path, description): the bundled shapes model, or a random one built here."""
+RANDOM = {  # config -> (sizes, overrides of the sub-configs, description); all Qwen2.5-VL
+    "tiny": (dict(), None, "random Qwen2.5-VL, 3 layers, width 64"),
+    "small": (
+        dict(text_layers=4, hidden=256, heads=8, kv_heads=4, vision_hidden=64),
+        None,
+        "random Qwen2.5-VL, 4 layers, width 256, vision width 64",
+    ),
+    # enough arithmetic per token that the model, not the interpreter, sets the pace
+    "wide": (
+        dict(text_layers=4, hidden=1024, heads=16, kv_heads=4, vision_hidden=256),
+        None,
+        "random Qwen2.5-VL, 4 layers, width 1024, vision width 256",
+    ),
+    "7b": (FULL_7B, FULL_7B_EXTRA, "random weights in Qwen2.5-VL-7B's shapes"),
+}
+
+
+def model_dir(tmp: Path, config: str = "shapes", device: str = "cpu") -> tuple[str, str]:
+    """(path, description): the bundled shapes model (the small random model where it is not
+    installed), or a random one built here (on `device`: a 7B model initialises in seconds there)."""
+    from common import build_model
+
     from vlmscope.assets import bundled_model_dir
-    from vlmscope.models.tiny import build_tiny_model
 
     bundled = bundled_model_dir()
     if config == "shapes" and bundled is not None:
         return str(bundled), "bundled shapes model (Qwen3-VL, 4 layers, width 128)"
-    if config == "tiny":
-        return str(build_tiny_model("qwen2_5_vl", tmp / "tiny")), "random Qwen2.5-VL, 3 layers, width 64"
-    if config == "wide":  # enough arithmetic per token that the model, not the interpreter, sets the pace
-        path = build_tiny_model(
-            "qwen2_5_vl", tmp / "wide", text_layers=4, hidden=1024, heads=16, kv_heads=4, vision_hidden=256
-        )
-        return str(path), "random Qwen2.5-VL, 4 layers, width 1024, vision width 256"
-    path = build_tiny_model(
-        "qwen2_5_vl", tmp / "model", text_layers=4, hidden=256, heads=8, kv_heads=4, vision_hidden=64
-    )
-    return str(path), "random Qwen2.5-VL, 4 layers, width 256, vision width 64"
+    sizes, extra, what = RANDOM["small" if config == "shapes" else config]
+    return build_model(tmp / config, "qwen2_5_vl", sizes, extra, device), what
 
 
 def seed_loop(scope, csv_path: Path, out: Path, layers: list[int], max_new_tokens: int, limit: int) -> int:
@@ -252,7 +264,7 @@ def speed(args, tmp: Path) -> dict:
     from vlmscope.extraction import extract, make_preset
     from vlmscope.specs import parse_layers
 
-    path, what = model_dir(tmp, args.config)
+    path, what = model_dir(tmp, args.config, args.device)
     csv_path = export_vqa(args.rows, tmp / "data", seed=0)
     scope = vlmscope.load(path, device=args.device, dtype=args.dtype)
     preset = make_preset("halp", max_new_tokens=args.max_new_tokens)
@@ -489,7 +501,7 @@ def main(argv=None) -> int:
     from common import add_common, fmt_ratio, inverse, machine, setup, write
 
     ap = add_common(argparse.ArgumentParser(), "extract.json")
-    ap.add_argument("--config", default="shapes", choices=("shapes", "small", "tiny", "wide"))
+    ap.add_argument("--config", default="shapes", choices=("shapes", *RANDOM))
     ap.add_argument("--rows", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--checkpoint-every", type=int, default=1000)
