@@ -12,8 +12,8 @@
   shared memory that both processes mapped once (the pipe carries only the batch's small fields):
   what a loader process would cost if it kept such a ring;
 - capture only: HALP's generate with its captures over the same ready batches (nothing stored),
-  the same with each batch from a loader thread (as vlmscope's, one batch ahead) and handed over
-  by the processor process;
+  the same with each batch from vlmscope's loader thread (`extraction.batches.Loader`, as
+  `extract` runs it) and handed over by the processor process;
 - vlmscope: `extract(..., make_preset("halp"))` over the same rows: images opened and the
   processor run by the loader thread, one generate per batch capturing VF, VT and QT, the store
   written by the writer thread (`--compressions gzip,lzf,none`);
@@ -77,6 +77,13 @@ def model_dir(tmp: Path, config: str = "shapes", device: str = "cpu") -> tuple[s
     return build_model(tmp / config, "qwen2_5_vl", sizes, extra, device), what
 
 
+def examples_of(rows: list) -> list:
+    """The rows as examples with their images opened: what every loader does before the processor."""
+    from vlmscope import Example
+
+    return [Example(r.question, images=r.load_images(), id=r.id) for r in rows]
+
+
 def seed_loop(scope, csv_path: Path, out: Path, layers: list[int], max_new_tokens: int, limit: int) -> int:
     """The seed's extractor, batch 1: forward with output_hidden_states, then generate, then a group per sample."""
     import csv
@@ -135,7 +142,6 @@ def _processor_worker(conn, model: str, csv_path: str, batch_size: int, threads:
     import torch
 
     import vlmscope
-    from vlmscope import Example
     from vlmscope.data.sources import open_source
 
     torch.set_num_threads(max(threads, 1))
@@ -146,7 +152,7 @@ def _processor_worker(conn, model: str, csv_path: str, batch_size: int, threads:
     while (msg := conn.recv()) is not None:
         first, slot = msg
         chunk = rows[first : first + batch_size]
-        batch = scope.prepare([Example(r.question, images=r.load_images(), id=r.id) for r in chunk], with_answers=False)
+        batch = scope.prepare(examples_of(chunk), with_answers=False)
         if slot is None:
             conn.send(first)
             continue
@@ -235,33 +241,16 @@ class LoaderProcess:
         self.ring.unlink()
 
 
-def thread_fed(rows: list, batch_size: int, prepare: Callable, run: Callable) -> None:
-    """`run` each batch as a loader thread prepares it, one batch ahead (as vlmscope's loader)."""
-    import queue
-    import threading
-
-    ready: queue.Queue = queue.Queue(maxsize=1)
-
-    def produce():
-        for r0 in range(0, len(rows), batch_size):
-            ready.put(prepare(rows[r0 : r0 + batch_size]))
-        ready.put(None)
-
-    threading.Thread(target=produce, daemon=True).start()
-    while (batch := ready.get()) is not None:
-        run(batch)
-
-
 def speed(args, tmp: Path) -> dict:
     """The floor and extraction with each compression over the same rows, interleaved by round."""
     import torch
     from common import interleave
 
     import vlmscope
-    from vlmscope import Example
     from vlmscope.data.shapes import export_vqa
     from vlmscope.data.sources import open_source
     from vlmscope.extraction import extract, make_preset
+    from vlmscope.extraction.batches import Loader, Work
     from vlmscope.specs import parse_layers
 
     path, what = model_dir(tmp, args.config, args.device)
@@ -269,7 +258,7 @@ def speed(args, tmp: Path) -> dict:
     scope = vlmscope.load(path, device=args.device, dtype=args.dtype)
     preset = make_preset("halp", max_new_tokens=args.max_new_tokens)
     rows = list(open_source(csv_path))
-    examples = [Example(r.question, images=r.load_images(), id=r.id) for r in rows]
+    examples = examples_of(rows)
     batches = [
         scope.prepare(examples[i : i + args.batch_size], with_answers=False).to(scope.input_device)
         for i in range(0, len(examples), args.batch_size)
@@ -297,8 +286,10 @@ def speed(args, tmp: Path) -> dict:
             process.beside(batches, generate)
 
     def prepare(chunk):  # what a loader does for one batch: open the images, run the processor
-        examples = [Example(r.question, images=r.load_images(), id=r.id) for r in chunk]
-        return scope.prepare(examples, with_answers=False).to(scope.input_device)
+        return scope.prepare(examples_of(chunk), with_answers=False).to(scope.input_device)
+
+    def prepare_examples(examples):  # the loader's step after opening the images, as in extract()
+        return scope.prepare(examples, with_answers=False)
 
     def floor_prepare():  # the same plus opening the images and running the processor, in line
         with torch.inference_mode():
@@ -316,8 +307,14 @@ def speed(args, tmp: Path) -> dict:
         for b in batches:
             capture(b)
 
-    def capture_thread():  # the same, each batch prepared by a loader thread (as vlmscope's), nothing stored
-        thread_fed(rows, args.batch_size, prepare, capture)
+    def capture_thread():  # the same, each batch from vlmscope's loader thread, nothing stored
+        loader = Loader(rows, {0}, len(rows), len(rows), args.batch_size, prepare_examples, needs_image=True)
+        try:
+            for item in loader:
+                if isinstance(item, Work) and item.batch is not None:
+                    capture(item.batch)
+        finally:
+            loader.close()
 
     def capture_fed():  # the same, each batch handed over by the process through memory mapped once
         process.fed(len(batches), lambda b: capture(b.to(scope.input_device)))

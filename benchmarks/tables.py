@@ -66,7 +66,7 @@ def extract(d: dict) -> list[str]:
             "floor_beside_processor_process": "floor, a second process preparing each next batch (nothing handed over)",
             "floor_fed_by_process": "floor, each batch handed over by that process through shared memory mapped once",
             "capture_only": "HALP's generate and captures, inputs ready, nothing stored",
-            "capture_loader_thread": "the same, each batch from a loader thread one batch ahead",
+            "capture_loader_thread": "the same, each batch from vlmscope's loader thread",
             "capture_fed_by_process": "the same, each batch handed over by a loader process as above",
         }.get(k, k)
         if k.startswith("vlmscope_"):
