@@ -92,14 +92,20 @@ class Batch:
 
 
 MAX_IMAGE_PIXELS = 89_478_485  # PIL's own warning threshold (~ 9459 x 9459); raise it to open larger images
+EXIF_ORIENTATION = 0x0112  # the EXIF tag a camera sets instead of rotating the pixels
+ORIENTATION_KEY = "vlmscope_exif_orientation"  # image.info: the EXIF orientation load_image applied
 
 
 def load_image(item: ImageLike, root: str | Path | None = None):
-    """Open an image as 8-bit RGB; a path must exist, be readable and (given `root`) stay inside it.
+    """Open an image as 8-bit RGB, upright; a path must exist, be readable and (given `root`) stay
+    inside it.
 
-    An image over `MAX_IMAGE_PIXELS` (a decompression bomb, or a scan too large to process) is
-    refused from its header, before any pixel is decoded; 16-bit and float images are scaled to
-    8 bits rather than clipped.
+    A phone photo stored sideways with an EXIF Orientation tag is turned the way every viewer
+    shows it (`upright`), so the model, the maps and the token boxes all see the same picture;
+    the tag applied is kept in ``image.info[ORIENTATION_KEY]`` and reaches the token map. An image
+    over `MAX_IMAGE_PIXELS` (a decompression bomb, or a scan too large to process) is refused from
+    its header, before any pixel is decoded; 16-bit and float images are scaled to 8 bits rather
+    than clipped.
     """
     import warnings
 
@@ -107,7 +113,10 @@ def load_image(item: ImageLike, root: str | Path | None = None):
 
     if hasattr(item, "convert"):
         _check_size(item, "image")
-        return item if item.mode == "RGB" else to_rgb8(item, "image")  # never drawn on: no copy
+        turned, orientation = upright(item)
+        if turned is item and item.mode == "RGB":
+            return item  # never drawn on: no copy
+        return tag_orientation(to_rgb8(turned, "image"), orientation)
     path = Path(item)
     if root is not None:
         base = Path(root).resolve()
@@ -122,7 +131,8 @@ def load_image(item: ImageLike, root: str | Path | None = None):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with its size
             with Image.open(path) as im:
                 _check_size(im, name)
-                return to_rgb8(im, name)
+                turned, orientation = upright(im)
+                return tag_orientation(to_rgb8(turned, name), orientation)
     except Image.DecompressionBombError as e:
         raise VlmscopeError(
             f"{name} is too large to open ({e}); vlmscope opens images of at most "
@@ -132,6 +142,33 @@ def load_image(item: ImageLike, root: str | Path | None = None):
         if isinstance(e, VlmscopeError):
             raise
         raise VlmscopeError(f"cannot read {name}: {e.__class__.__name__}: {e}") from None
+
+
+def upright(im):
+    """(`im` turned as its EXIF Orientation tag says, the tag's value); 1 and `im` itself when
+    there is no tag or it says the pixels are already upright. All eight values are handled
+    (rotations by 90, 180 and 270 degrees, and their mirror images)."""
+    from PIL import ImageOps
+
+    try:
+        orientation = int(im.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # a damaged EXIF block: the pixels are still readable, as every viewer shows them
+        return im, 1
+    if orientation not in range(2, 9):
+        return im, 1
+    return ImageOps.exif_transpose(im), orientation
+
+
+def tag_orientation(image, orientation: int):
+    """`image` marked with the EXIF orientation that turned it upright (recorded in the token map)."""
+    if orientation != 1:
+        image.info[ORIENTATION_KEY] = orientation
+    return image
+
+
+def orientation_of(image) -> int:
+    """The EXIF orientation `load_image` applied to `image` (1: none)."""
+    return int(image.info.get(ORIENTATION_KEY, 1))
 
 
 def _check_size(im, name: str) -> None:
@@ -205,7 +242,7 @@ def prepare(
     if not examples:
         raise VlmscopeError("no examples to prepare")
     processor = adapter.processor
-    texts, images, videos, sizes = [], [], [], []
+    texts, images, videos, sizes, orientations = [], [], [], [], []
     for ex in examples:
         texts.append(processor.apply_chat_template(messages_for(ex), tokenize=False, add_generation_prompt=True))
         ims = [check_aspect(load_image(i, images_root), i) for i in ex.images]
@@ -213,6 +250,7 @@ def prepare(
         images += ims
         videos += vids
         sizes.append([im.size for im in ims] + [v[0].size for v in vids])
+        orientations.append([orientation_of(im) for im in ims] + [orientation_of(v[0]) for v in vids])
     kw: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
     if images:
         kw["images"] = images
@@ -253,6 +291,7 @@ def prepare(
                 adapter.merge_size,
                 adapter.temporal_patch_size,
                 adapter.turn_header,
+                orientations[b],
             )
         )
         rows.append(row)

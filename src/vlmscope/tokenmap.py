@@ -27,6 +27,7 @@ class Visual:
     patch_size: int
     merge_size: int
     temporal_patch_size: int = 1
+    orientation: int = 1  # EXIF orientation applied on loading (1: the file was stored upright)
 
     @property
     def positions(self) -> list[int]:
@@ -130,6 +131,7 @@ class TokenMap:
                     "num_tokens": v.num_tokens,
                     "original_size": v.original_size,
                     "resized_size": v.resized_size,
+                    "exif_orientation": v.orientation,
                 }
                 for v in self.visuals
             ],
@@ -151,11 +153,13 @@ def build_token_map(
     merge_size: int,
     temporal_patch_size: int,
     turn_header,
+    orientations: list[int] | None = None,
 ) -> TokenMap:
     """Locate turns and visuals in `input_ids` (prompt of `prompt_len` tokens, then any answer).
 
     `grids` lists (kind, grid_thw) per visual in the order the processor saw them, `sizes` their
-    original (width, height); `turn_header(ids, pos)` returns (role, first content position) of the
+    original (width, height), upright, and `orientations` the EXIF orientation applied to each on
+    loading; `turn_header(ids, pos)` returns (role, first content position) of the
     turn opened by the <|im_start|> at `pos`.
     """
     runs: dict[str, list[tuple[int, int]]] = {
@@ -164,7 +168,7 @@ def build_token_map(
     }
     visuals: list[Visual] = []
     cursor = {"image": 0, "video": 0}
-    for (kind, thw), size in zip(grids, sizes):
+    for (kind, thw), size, orientation in zip(grids, sizes, orientations or [1] * len(sizes)):
         t, h, w = thw
         need, segs = t * h * w // merge_size**2, []
         while need > 0:  # Qwen3-VL videos: one run of placeholders per temporal group
@@ -184,6 +188,7 @@ def build_token_map(
                 patch_size,
                 merge_size,
                 temporal_patch_size if kind == "video" else 1,
+                orientation,
             )
         )
     visuals.sort(key=lambda v: v.segments[0][0])

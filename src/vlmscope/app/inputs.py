@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import VlmscopeError
-from ..inputs import Example, check_aspect, to_rgb8
+from ..inputs import Example, check_aspect, tag_orientation, to_rgb8, upright
 
 VIDEO_CONTAINERS = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 
@@ -69,7 +69,8 @@ def load_upload_image(path: str | os.PathLike, limits: Limits = Limits()) -> Ima
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 _check_pixels(im, name, limits)
-                rgb = to_rgb8(im, name)
+                turned, orientation = upright(im)  # a phone photo: as every viewer shows it
+                rgb = tag_orientation(to_rgb8(turned, name), orientation)
     except VlmscopeError:
         raise
     except Image.DecompressionBombError:

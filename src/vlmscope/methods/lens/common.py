@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from PIL import Image
 
 from ...errors import VlmscopeError
+from ...inputs import load_image
 from ...specs import parse_layers
 
 
@@ -30,11 +29,7 @@ def first_image(example) -> Image.Image | None:
     """The example's first image as RGB, for the page (None for a video-only example)."""
     if not example.images:
         return None
-    img = example.images[0]
-    if isinstance(img, (str, Path)):
-        with Image.open(img) as f:
-            return f.convert("RGB")
-    return img.convert("RGB")
+    return load_image(example.images[0])  # upright, as the model saw it
 
 
 def module_device(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
