@@ -223,28 +223,96 @@ _PER_PATCH = {"pixel_values": "image", "pixel_values_videos": "video"}  # one ro
 _PER_VISUAL = {"image_grid_thw": "image", "video_grid_thw": "video", "second_per_grid_ts": "video"}
 
 
-def messages_for(ex: Example) -> list[dict]:
+def messages_for(ex: Example, system: str | None = None, prompt: str | None = None) -> list[dict]:
+    """The chat messages of `ex`; `system` / `prompt` stand in for its texts when given."""
+    prompt = ex.prompt if prompt is None else prompt
     content = [{"type": "image"} for _ in ex.images] + [{"type": "video"} for _ in ex.videos]
     if ex.prompt:
-        content.append({"type": "text", "text": ex.prompt})
+        content.append({"type": "text", "text": prompt})
     msgs = [{"role": "user", "content": content}]
     if ex.system is not None:
-        msgs.insert(0, {"role": "system", "content": ex.system})
+        msgs.insert(0, {"role": "system", "content": ex.system if system is None else system})
     return msgs
+
+
+def markup_tokens(tokenizer) -> list[str]:
+    """The tokenizer's special tokens (chat and vision markup such as ``<|im_end|>`` and
+    ``<|image_pad|>``): text typed by a user never becomes one of them."""
+    return [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
+
+
+def plain_ids(tokenizer, text: str) -> list[int]:
+    """`text` as ordinary tokens: special-token strings in it are spelled out, not parsed."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+class _PlainText:
+    """User texts that contain special-token strings, rendered as a placeholder token and encoded
+    as plain text afterwards.
+
+    The chat template and the processor see the placeholder (the pad token, which no template
+    writes), so the markup around a user's text, the image placeholders and their expansion are
+    exactly the model's own; the user's text is then encoded with special tokens split into
+    ordinary tokens and put where its placeholder stands. Texts without markup take the usual
+    path unchanged, so their token ids are those of the model's own pipeline.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.markup = markup_tokens(tokenizer)
+        self.placeholder = tokenizer.pad_token or "<|endoftext|>"
+        self.placeholder_id = int(tokenizer.convert_tokens_to_ids(self.placeholder))
+        self.texts: list[list[str]] = []  # per example, the texts its placeholders stand for
+
+    def messages(self, ex: Example) -> list[dict]:
+        escaped = [t if self._has_markup(t) else None for t in (ex.system, ex.prompt)]
+        self.texts.append([t for t in escaped if t is not None])  # the template writes system first
+        hide = [self.placeholder if t is not None else None for t in escaped]
+        return messages_for(ex, *hide)
+
+    def _has_markup(self, text: str | None) -> bool:
+        return bool(text) and any(m in text for m in self.markup)  # type: ignore[operator]
+
+    def splice(self, b: int, row: dict[str, list[int]]) -> dict[str, list[int]]:
+        """Row `b` with each placeholder replaced by its text's plain tokens (other sequence keys
+        repeat the placeholder's value: an ordinary text token's)."""
+        texts = self.texts[b]
+        if not texts:
+            return row
+        at = [i for i, t in enumerate(row["input_ids"]) if t == self.placeholder_id]
+        if len(at) != len(texts):
+            raise VlmscopeError(
+                f"cannot encode a prompt holding special tokens as plain text: the chat template writes "
+                f"{self.placeholder!r} itself ({len(at)} found, {len(texts)} expected)"
+            )
+        pieces = [plain_ids(self.tokenizer, t) for t in texts]
+        out: dict[str, list[int]] = {}
+        for key, values in row.items():
+            spliced, last = [], 0
+            for pos, ids in zip(at, pieces):
+                spliced += values[last:pos] + (ids if key == "input_ids" else [values[pos]] * len(ids))
+                last = pos + 1
+            out[key] = spliced + values[last:]
+        return out
 
 
 def prepare(
     adapter, examples: Example | Sequence[Example], images_root: str | Path | None = None, with_answers: bool = True
 ) -> Batch:
     """Render the chat template, run the processor, append answers (teacher forcing), left-pad,
-    and build a TokenMap per example."""
+    and build a TokenMap per example.
+
+    Text from a user (prompt, system prompt, answer) is encoded as plain text: a special-token
+    string typed in it (``<|im_end|>``, ``<|image_pad|>``) reaches the model as the characters
+    written, never as chat or vision markup (see `_PlainText`)."""
     examples = [examples] if isinstance(examples, Example) else list(examples)
     if not examples:
         raise VlmscopeError("no examples to prepare")
     processor = adapter.processor
+    plain = _PlainText(processor.tokenizer)
     texts, images, videos, sizes, orientations = [], [], [], [], []
     for ex in examples:
-        texts.append(processor.apply_chat_template(messages_for(ex), tokenize=False, add_generation_prompt=True))
+        texts.append(processor.apply_chat_template(plain.messages(ex), tokenize=False, add_generation_prompt=True))
         ims = [check_aspect(load_image(i, images_root), i) for i in ex.images]
         vids = [[check_aspect(load_image(f, images_root), f) for f in frames] for frames in ex.videos]
         images += ims
@@ -268,10 +336,10 @@ def prepare(
     rows: list[dict[str, list[int]]] = []
     maps: list[TokenMap] = []
     for b, ex in enumerate(examples):
-        row = {k: enc[k][b][mask[b]].tolist() for k in seq_keys}
+        row = plain.splice(b, {k: enc[k][b][mask[b]].tolist() for k in seq_keys})
         prompt_len = len(row["input_ids"])
         if with_answers and ex.answer is not None:
-            ans = tokenizer(ex.answer, add_special_tokens=False)["input_ids"] + [adapter.token_ids["im_end"]]
+            ans = plain_ids(tokenizer, ex.answer) + [adapter.token_ids["im_end"]]
             row["input_ids"] += ans
             row["attention_mask"] += [1] * len(ans)
             for k in seq_keys:
