@@ -17,6 +17,7 @@ from .capture.plan import CapturePlan
 from .capture.trace import Trace
 from .errors import VlmscopeError
 from .inputs import Batch, Example, prepare
+from .limits import check_context_length
 from .models.adapter import Adapter
 
 Edits = Mapping[str, "Callable[[torch.Tensor], torch.Tensor] | Edit"]
@@ -134,6 +135,15 @@ class Scope:
             _warn_if_not_shapes([items] if isinstance(items, Example) else items, images_root)
         return prepare(self.adapter, items, images_root=images_root, with_answers=with_answers)
 
+    def check_fits(self, token_maps: Sequence, new_tokens: int = 0) -> None:
+        """Refuse, before the model runs, examples whose tokens plus `new_tokens` to generate do not
+        fit the model's context: positions past it were never trained, and such a run is silently
+        wrong (and may take minutes and tens of GB first)."""
+        for b, tm in enumerate(token_maps):
+            reason = check_context_length(self.model.config, tm.length, new_tokens)
+            if reason:
+                raise VlmscopeError(f"example {b}: {reason}" if len(token_maps) > 1 else reason)
+
     @property
     def bundled(self) -> bool:
         """Is this the bundled shapes model (which knows nothing but shapes scenes)?"""
@@ -172,7 +182,9 @@ class Scope:
         ``edits`` maps concrete site names to functions that replace the tensor there (see
         `vlmscope.Edit`). With ``early_stop`` the layers after the last needed site do not run.
         """
-        batch = self._batch(batch, with_answers=True).to(self.input_device)
+        batch = self._batch(batch, with_answers=True)
+        self.check_fits(batch.token_maps)
+        batch = batch.to(self.input_device)
         plan = self._plan(capture, layers, tokens, reduce)
         requests = plan.resolve(self.adapter) if plan else []
         run = CaptureRun(
@@ -224,6 +236,7 @@ class Scope:
         batch = self._batch(batch, with_answers=False)
         if any(tm.answer is not None for tm in batch.token_maps):
             raise VlmscopeError("generate() takes prompts without answers; use forward() to score an answer")
+        self.check_fits(batch.token_maps, max_new_tokens)
         batch = batch.to(self.input_device)
         plan = self._plan(capture, layers, tokens, reduce)
         requests = plan.resolve(self.adapter) if plan else []

@@ -53,6 +53,7 @@ class Answer:
         if example.answer is not None:
             trace = scope.forward(example, capture, dtype=dtype) if capture is not None else None
             tm = trace.token_maps[0] if trace is not None else scope.prepare(example).token_maps[0]
+            scope.check_fits([tm])  # the methods run the model on these ids themselves
             assert tm.answer is not None, "a teacher-forced example has an answer span"
             ids, generated = tm.input_ids[tm.answer[0] : tm.answer[1]], False
         else:
@@ -77,6 +78,7 @@ class Answer:
         ids = [int(i) for i in ids]
         prompt = replace(example, answer=None)
         tm = scope.prepare(prompt, with_answers=False).token_maps[0].with_answer(list(ids))
+        scope.check_fits([tm])
         tok = scope.processor.tokenizer
         return cls(
             prompt, tm, list(ids), tok.decode(ids, skip_special_tokens=True), [tok.decode([t]) for t in ids], False
