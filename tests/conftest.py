@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +36,6 @@ def scopes(tiny_dirs):
 @pytest.fixture(params=FAMILIES)
 def family(request):
     return request.param
-
-
-def ctrl_c_reaches_python() -> None:
-    """Popen preexec_fn for the Ctrl-C tests: a shell job started with '&' hands its children SIGINT
-    ignored, and Python then never raises KeyboardInterrupt; the default makes the test mean the
-    same wherever it runs."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def random_image(h: int, w: int, seed: int) -> Image.Image:

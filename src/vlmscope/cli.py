@@ -8,6 +8,7 @@ import importlib
 import sys
 import warnings
 
+from . import interrupts
 from .errors import VlmscopeError
 from .progress import quiet
 
@@ -80,26 +81,46 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.no_progress = args.no_progress or args.no_progress_global
+    """The command line as a function (tests call it in-process): the exit status, 2 after a user
+    error (one line), 130 after Ctrl-C (one line), whenever it comes, parsing included."""
     try:
-        if hasattr(args, "attn_implementation"):  # a command that loads a model: its flags first
-            from .commands import check_model_args
+        try:
+            args = build_parser().parse_args(argv)
+            args.no_progress = args.no_progress or args.no_progress_global
+            if hasattr(args, "attn_implementation"):  # a command that loads a model: its flags first
+                from .commands import check_model_args
 
-            check_model_args(args)
-        with quiet() if args.no_progress else contextlib.nullcontext(), warnings.catch_warnings():
-            warnings.showwarning = _show_warning
-            return args.func(args)
-    except VlmscopeError as e:
-        from .commands import release_claims
+                check_model_args(args)
+            with quiet() if args.no_progress else contextlib.nullcontext(), warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                code = args.func(args)
+            interrupts.output_complete()  # the output is complete: from here on Ctrl-C leaves it so (exit 0)
+            return code
+        except VlmscopeError as e:
+            interrupts.output_complete()
+            from .commands import release_claims
 
-        release_claims()
-        print(f"vlmscope: error: {e}", file=sys.stderr)
-        return 2
+            release_claims()
+            print(f"vlmscope: error: {e}", file=sys.stderr)
+            return 2
     except KeyboardInterrupt:
-        print("vlmscope: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
+
+
+def _interrupted() -> int:
+    interrupts.output_complete()
+    print(interrupts.LINE, file=sys.stderr)
+    return 130
+
+
+def entry() -> int:
+    """The `vlmscope` program (console script and ``python -m vlmscope.cli``)."""
+    interrupts.install()
+    try:
+        return main()
+    except KeyboardInterrupt:  # in the instant before main's own handler is in place
+        return _interrupted()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import interrupts
+
 
 def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
     """The model flags; `several`: --model may be repeated (a list, 'bundled' naming the shapes model)."""
@@ -150,6 +152,7 @@ def finish_out_dir(out: Path, command: str) -> None:
 
     (out / MARKER).write_text(json.dumps({"command": command, "complete": True}))
     _CLAIMS[:] = [c for c in _CLAIMS if c[0] != out]
+    interrupts.output_complete()  # a Ctrl-C from now on leaves the finished output as it is (exit 0)
 
 
 def check_example_args(args) -> None:

@@ -5,6 +5,7 @@ Serves on 127.0.0.1 unless --host says otherwise; uploads are limited in size an
 from __future__ import annotations
 
 import argparse
+import time
 
 from . import add_model_args, load_from_args
 
@@ -76,8 +77,15 @@ def cmd_app(args) -> int:
 
     models = load_models(args)
     print(f"vlmscope app: {', '.join(models)} on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    launch(build(models, limits), host=args.host, port=args.port, limits=limits, quiet=True)
-    return 0
+    blocks = build(models, limits)
+    # served from threads; this thread waits, so that Ctrl-C reaches `main` (one line, status 130)
+    # instead of Gradio's own handler, which closes the server and returns as if all went well
+    launch(blocks, host=args.host, port=args.port, limits=limits, quiet=True, prevent_thread_lock=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        blocks.close()
 
 
 def register(sub) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from .. import interrupts
 from . import add_model_args, check_layers, check_positive, load_from_args
 
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
@@ -86,6 +87,7 @@ def _extract(args) -> int:
         progress=showing(),  # off with --no-progress or off a terminal
         ctx=ctx,
     )
+    interrupts.output_complete()  # every part this process owns is written
     for line in summary.lines():
         print(line)
     return 0
