@@ -126,6 +126,41 @@ def test_damaged_part_is_set_aside_and_only_its_rows_redone(scopes, tmp_path, ca
     _same_store(out, intact)
 
 
+def flip_inside_a_chunk(path) -> None:
+    """Flip bytes in the middle of a compressed chunk of the part's largest feature: the file's
+    structure stays sound, only decompressing that chunk fails."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        names = []
+        f.visititems(
+            lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) and n.startswith("features/") else None
+        )
+        name = max(names, key=lambda n: f[n].id.get_storage_size())
+        info = f[name].id.get_chunk_info(0)
+    data = bytearray(path.read_bytes())
+    middle = info.byte_offset + info.size // 2
+    data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+    path.write_bytes(bytes(data))
+
+
+def test_resume_redoes_a_part_whose_chunks_are_corrupt(scopes, tmp_path, capsys):
+    scope = scopes["qwen2_vl"]
+    csv = export_vqa(6, tmp_path / "data", seed=4)
+    out, intact = tmp_path / "out", tmp_path / "intact"
+    _run(scope, csv, out)
+    shutil.copytree(out, intact)
+    flip_inside_a_chunk(part_path(out, 1))
+    assert main(["store", "verify", str(out)]) == 1
+    assert "part-000001.h5  damaged" in capsys.readouterr().out
+    summary = _run(scope, csv, out, resume=True)
+    assert summary.parts_set_aside == ["part-000001.h5.damaged"] and summary.parts_written == 1
+    assert summary.complete
+    assert main(["store", "verify", str(out)]) == 0
+    _same_store(out, intact)
+    assert main(["store", "export", str(out), "--format", "npy", "--out", str(tmp_path / "npy")]) == 0
+
+
 def _wait(predicate, proc, what: str, seconds: float = 180):
     deadline = time.time() + seconds
     while not predicate():

@@ -247,10 +247,15 @@ def extract(
 
 
 def _set_aside_damaged(out: Path) -> list[str]:
-    """Move finished parts that cannot be read out of the store; their rows are redone."""
+    """Move finished parts that cannot be read out of the store; their rows are redone.
+
+    Every part is read to the end, as `store verify` does: flipped bytes inside a compressed chunk
+    leave the structure sound and fail only when that chunk is decompressed, and a part kept
+    unread would fail every later read and export of the store. Reading costs one pass over the
+    parts written before, once per resume."""
     moved = []
     for path in finished_parts(out).values():
-        if check_part(path):
+        if check_part(path, full=True):
             moved.append(set_aside(path).name)
     return moved
 
