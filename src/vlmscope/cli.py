@@ -96,15 +96,25 @@ def main(argv: list[str] | None = None) -> int:
                 code = args.func(args)
             interrupts.output_complete()  # the output is complete: from here on Ctrl-C leaves it so (exit 0)
             return code
-        except VlmscopeError as e:
+        except (VlmscopeError, OSError, RuntimeError) as e:
+            # a user's error, or a destination that is full, read-only or forbidden (one line too)
+            line = str(e) if isinstance(e, VlmscopeError) else _write_failure(e)
+            if line is None:
+                raise
             interrupts.output_complete()
             from .commands import release_claims
 
             release_claims()
-            print(f"vlmscope: error: {e}", file=sys.stderr)
+            print(f"vlmscope: error: {line}", file=sys.stderr)
             return 2
     except KeyboardInterrupt:
         return _interrupted()
+
+
+def _write_failure(e: BaseException) -> str | None:
+    from .files import failure_line
+
+    return failure_line(e)
 
 
 def _interrupted() -> int:

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from .. import interrupts
+from ..files import check_writable
 
 
 def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
@@ -84,6 +85,7 @@ def check_out_dir(path: str | Path) -> Path:
     parent = next((p for p in out.absolute().parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise VlmscopeError(f"--out {str(out)!r} lies under the file {str(parent)!r}")
+    check_writable(out, "--out")
     return out
 
 

@@ -31,6 +31,7 @@ def _extract(args) -> int:
     from ..data.sources import open_source
     from ..extraction import extract, make_preset
     from ..extraction.distributed import agree, setup
+    from ..files import check_writable
     from ..progress import showing
     from ..store.directory import check_directory
     from ..store.lock import check_free
@@ -41,6 +42,7 @@ def _extract(args) -> int:
 
     def check():
         check_directory(args.out, None, args.resume)
+        check_writable(args.out, "store")
         check_free(args.out)
 
     agree(ctx, check)

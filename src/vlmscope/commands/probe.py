@@ -6,9 +6,11 @@ from pathlib import Path
 
 
 def cmd_train(args) -> int:
+    from ..files import check_writable
     from ..probes import train
 
     out = Path(args.out or f"{Path(args.store).resolve()}-probes-{args.probe}")
+    check_writable(out, "--out")  # before the probes are trained
 
     def progress(row: dict) -> None:
         print(
@@ -38,12 +40,14 @@ def cmd_train(args) -> int:
 def cmd_apply(args) -> int:
     import sys
 
+    from ..files import check_writable
     from ..probes import apply
 
+    out = Path(args.out or f"{Path(args.store).resolve()}-risk.csv")
+    check_writable(out, "--out")
     scores = apply(args.probe_dir, args.store)
     for w in scores.warnings:
         print(f"vlmscope: warning: {w}", file=sys.stderr)
-    out = Path(args.out or f"{Path(args.store).resolve()}-risk.csv")
     scores.write_csv(out)
     print(f"wrote risk scores (P({scores.positive}) from {scores.best}) of {len(scores.index)} rows to {out}")
     for col, auc in scores.auroc.items():

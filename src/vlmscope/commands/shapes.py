@@ -6,9 +6,11 @@ from __future__ import annotations
 def cmd_shapes(args) -> int:
     from ..data.shapes import TRAINING_SEEDS, export_vqa
     from ..errors import VlmscopeError
+    from ..files import check_writable
 
     if args.n < 1:
         raise VlmscopeError(f"--n must be at least 1, got {args.n}")
+    check_writable(args.out, "--out")
     difficulty = "hard" if args.hard else "easy"
     if args.seed in TRAINING_SEEDS and not args.hard:
         import sys

@@ -21,6 +21,7 @@ import torch
 
 from ..data.sources import Source
 from ..errors import VlmscopeError
+from ..files import write_failure
 from ..limits import check_context_length
 from ..store.directory import FINGERPRINT, check_directory, write_failures, write_run
 from ..store.layout import FORMAT, RUN_FILE, VERSION, Failure, finished_parts
@@ -224,7 +225,11 @@ def extract(
             lock.release()
             raise
 
-    agree(ctx, claim)
+    try:
+        agree(ctx, claim)
+    except (OSError, RuntimeError) as e:
+        _refuse_write_failure(e, out)
+        raise
     lock.shared()  # held by every process of this run until it ends: another run is refused
     try:
         return _run(
@@ -242,8 +247,22 @@ def extract(
             progress,
             Summary(out, ctx=ctx, parts_set_aside=set_aside_parts),
         )
+    except (OSError, RuntimeError) as e:
+        _refuse_write_failure(e, out)
+        raise
     finally:
         lock.release()
+
+
+def _refuse_write_failure(e: BaseException, out: Path) -> None:
+    """A full or read-only disk under the store, as one line naming the store (its finished parts
+    are intact, the part in progress is discarded); any other error is left to its caller."""
+    reason = write_failure(e)
+    if reason is not None:
+        raise VlmscopeError(
+            f"cannot write store {str(out)!r}: {reason}; its finished parts are intact "
+            "(free space, then rerun with --resume)"
+        ) from None
 
 
 def _set_aside_damaged(out: Path) -> list[str]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import VlmscopeError
+from ..files import write_text
 
 if TYPE_CHECKING:
     from ..scope import Scope
@@ -127,7 +128,7 @@ class HeadRanking:
     def save(self, path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        write_text(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     def table(self, k: int = 10) -> str:

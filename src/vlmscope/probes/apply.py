@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VlmscopeError
+from ..files import replacing
 from .features import Feature, load_matrix
 from .models import make_probe
 
@@ -93,7 +94,7 @@ class Scores:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         cols = [self.best] + [c for c in self.risk if c != self.best]
-        with path.open("w", newline="") as f:
+        with replacing(path) as tmp, tmp.open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["index", "sample_id", "risk", *cols])
             for i in range(len(self.index)):

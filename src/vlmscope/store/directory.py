@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 from ..errors import VlmscopeError
+from ..files import write_text
 from .layout import FAILURES_FILE, FORMAT, RUN_FILE, finished_parts
 from .lock import LOCK_FILE
 
 # files a run leaves before its run.json exists (the lock, a run.json or part not yet renamed)
 _LEFTOVERS = re.compile(rf"{re.escape(LOCK_FILE)}|\.{re.escape(RUN_FILE)}\.\d+\.tmp|\.part-\d{{6}}\.h5\.tmp")
 FINGERPRINT = "source_rows"  # the key of the run that holds the source's row fingerprint
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several processes may finish at once
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def check_directory(out: str | Path, run: dict | None, resume: bool) -> dict | None:
@@ -80,11 +74,11 @@ def _check_fingerprint(out: Path, stored: dict, run: dict) -> dict:
 def write_run(out: str | Path, meta: dict) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / RUN_FILE, json.dumps(meta, indent=2, sort_keys=True))
+    write_text(out / RUN_FILE, json.dumps(meta, indent=2, sort_keys=True))
 
 
 def write_failures(out: str | Path, failures: list[dict]) -> Path:
     """failures.jsonl, one object per failed row, in source order (rewritten whole, atomically)."""
     path = Path(out) / FAILURES_FILE
-    _write_atomic(path, "".join(json.dumps(f) + "\n" for f in failures))
+    write_text(path, "".join(json.dumps(f) + "\n" for f in failures))
     return path

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VlmscopeError
+from ..files import check_writable, replacing
 from .reader import Store
 
 FORMATS = ("npy", "parquet")
@@ -42,9 +43,17 @@ def _rows(store: Store):
 
 
 def to_npy(store: Store, out: str | Path) -> Path:
-    """``out/<index>_<sample id>/<column>.npy`` + a manifest.json per sample, and ``out/manifest.json``."""
+    """``out/<index>_<sample id>/<column>.npy`` + a manifest.json per sample, and ``out/manifest.json``,
+    written under a temporary name: `out` appears (or replaces an earlier export) only when complete."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(out) as tmp:
+        tmp.mkdir()
+        _write_npy(store, tmp)
+    return out
+
+
+def _write_npy(store: Store, out: Path) -> None:
     listing = []
     for fields, arrays in _rows(store):
         folder = out / f"{fields['index']:06d}_{_safe(str(fields['sample_id']))}"
@@ -69,7 +78,6 @@ def to_npy(store: Store, out: str | Path) -> Path:
             indent=2,
         )
     )
-    return out
 
 
 def _arrow_array(pa, arr: np.ndarray, offsets: np.ndarray | None = None):
@@ -91,6 +99,12 @@ def to_parquet(store: Store, out: str | Path) -> Path:
         raise VlmscopeError("Parquet export needs pyarrow: pip install 'vlmscope[export]'") from None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(out) as tmp:
+        _write_parquet(store, tmp, pa, pq)
+    return out
+
+
+def _write_parquet(store: Store, out: Path, pa, pq) -> None:
     writer = None
     try:
         for start in range(0, len(store), _ROWS_PER_READ):
@@ -112,10 +126,26 @@ def to_parquet(store: Store, out: str | Path) -> Path:
             writer.close()
     if writer is None:
         raise VlmscopeError(f"nothing to export: {str(store.path)!r} has no rows")
-    return out
+
+
+def _check_destination(out: Path, fmt: str) -> None:
+    """An export replaces an earlier export of the same format, and nothing else."""
+    if not out.exists():
+        return
+    if (fmt == "npy") != out.is_dir():
+        kind = "a folder" if out.is_dir() else "a file"
+        raise VlmscopeError(f"export destination {str(out)!r} is {kind}; give a new path or an earlier {fmt} export")
+    if fmt == "npy" and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise VlmscopeError(
+            f"export destination {str(out)!r} holds files that are not an earlier export; give a new or empty folder"
+        )
 
 
 def export(store: Store, fmt: str, out: str | Path) -> Path:
+    """Write `store` to `out` as `fmt`; a destination that cannot be written is refused before any
+    row is read, and a failure on the way (a full disk) leaves no partial export behind."""
     if fmt not in FORMATS:
         raise VlmscopeError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    _check_destination(Path(out), fmt)
+    check_writable(out, "export")
     return (to_npy if fmt == "npy" else to_parquet)(store, out)

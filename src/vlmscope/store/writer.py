@@ -7,6 +7,7 @@ model, and when the disk falls behind the model waits instead of memory growing.
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import threading
@@ -19,6 +20,10 @@ from .layout import FORMAT, VERSION, Failure, Record, part_path, temp_path
 
 COMPRESSIONS = ("gzip", "lzf", "none")
 _CHUNK_BYTES = 1 << 20
+# Space a part keeps free for its own closing. HDF5 cannot close a file whose last flush fails
+# (it leaves the library in a state that can crash the process at exit), so a part stops with a
+# clean "no space left" while closing still fits; a full disk then costs only the part in progress.
+RESERVE_BYTES = 4 << 20
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -53,7 +58,8 @@ class PartWriter:
     ):
         self.tmp, self.final = temp_path(out, part), part_path(out, part)
         self.filters = _filters(compression)
-        self.file = h5py.File(self.tmp, "w")
+        self._check_space(0)
+        self.file = h5py.File(self.tmp, "w", rdcc_nbytes=0)  # no dirty chunks held: see abort()
         self.file.attrs.update(
             {"format": FORMAT, "version": VERSION, "part": part, "first_row": first, "stop_row": stop, **(attrs or {})}
         )
@@ -133,12 +139,19 @@ class PartWriter:
         ds = self._datasets[path]
         take = len(data) - len(data) % ds.chunks[0] if whole_chunks else len(data)
         if take:
+            self._check_space(data[:take].nbytes if data.dtype != object else 0)
             n = ds.shape[0]
             ds.resize(n + take, axis=0)
             ds[n:] = data[:take]
         rest = data[take:]
         self._pending[path] = [rest] if len(rest) else []
         self._pending_rows[path] = len(rest)
+
+    def _check_space(self, nbytes: int) -> None:
+        """Raise ENOSPC before a write that would leave less than `RESERVE_BYTES` free."""
+        st = os.statvfs(self.tmp.parent)
+        if st.f_bavail * st.f_frsize < nbytes + RESERVE_BYTES:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.tmp))
 
     def commit(self) -> Path:
         """Write the failures, close, sync, and rename into place: only now does the part exist."""
@@ -161,8 +174,21 @@ class PartWriter:
         return self.final
 
     def abort(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        """Discard the part and remove its temporary file. The file is emptied before it is
+        closed: closing flushes what HDF5 still holds (its metadata), and on a full disk the
+        space the part took is what lets that flush succeed. A part whose close fails anyway is
+        kept referenced, so that HDF5 does not retry (and fail) inside the garbage collector."""
+        try:
+            if self.file.id.valid:
+                os.ftruncate(self.file.id.get_vfd_handle(), 0)
+                self.file.close()
+        except Exception:
+            _UNCLOSABLE.append(self)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+_UNCLOSABLE: list[PartWriter] = []
 
 
 def _column(values: list) -> np.ndarray:
@@ -231,7 +257,8 @@ class StoreWriter:
                 elif kind == "fail":
                     self._open[part].fail(payload)
                 else:
-                    self._open.pop(part).commit()
+                    self._open[part].commit()  # a commit that fails is aborted below with the rest
+                    del self._open[part]
                     self.committed.append(part)
         except BaseException as e:  # handed to the main thread at its next put
             self.error = e

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...files import write_text
 from ...stats import Estimate, bootstrap, paired_difference
 
 METRICS = ("pointing", "deletion", "insertion")
@@ -158,9 +159,9 @@ class FaithfulnessResult:
         """JSON at `path`, the Markdown table and the plot beside it (same stem)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        write_text(path, json.dumps(self.to_dict(), indent=1))  # whole or not at all: an earlier result survives
         md = path.with_suffix(".md")
-        md.write_text(self.table() + "\n\n" + self.summary() + "\n")
+        write_text(md, self.table() + "\n\n" + self.summary() + "\n")
         png = path.with_suffix(".png")
         self.plot(png)
         return {"json": str(path), "markdown": str(md), "plot": str(png)}

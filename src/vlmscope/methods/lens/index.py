@@ -8,7 +8,7 @@ An index is a directory::
     parts/part-NNNNNN/     per part of `part_size` captions: layer-{i}.npy [n, D] unit vectors
                            (float32), caption_id.npy, position.npy (token index in its caption),
                            token_id.npy, token_text.npy
-    parts/.part-NNNNNN.tmp a part being written; renamed into place only when complete
+    parts/.part-NNNNNN.*.tmp a part being written; renamed into place only when complete
     index-layer-{i}.faiss  the search index of layer i; recall-layer-{i}.json beside it
 
 Parts are written like the extraction store's: a process killed at any moment loses at most the
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import VlmscopeError
+from ...files import replacing, write_text
 from . import ann
 from .captions import iter_captions
 from .common import layer_list
@@ -44,30 +45,26 @@ def model_identity(scope) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1))
 
 
 def _copy_captions(src, column: str, out: Path) -> tuple[int, str]:
     """captions.txt and its line offsets, written under temporary names; (count, sha256)."""
     digest, offsets, pos = hashlib.sha256(), [0], 0
-    tmp = out / ".captions.txt.tmp"
-    with open(tmp, "wb") as f:
-        for text in iter_captions(src, column):
-            line = (text + "\n").encode("utf-8")
-            f.write(line)
-            digest.update(line)
-            pos += len(line)
-            offsets.append(pos)
-    if len(offsets) == 1:
-        tmp.unlink()
-        raise VlmscopeError(
-            f"caption file {str(src)!r} has no captions (give one caption a line, a CSV column "
-            f"or JSONL with a {column!r} field)"
-        )
-    np.save(out / "captions.offsets.npy", np.array(offsets, dtype=np.int64))
-    os.replace(tmp, out / "captions.txt")
+    with replacing(out / "captions.txt") as tmp:
+        with open(tmp, "wb") as f:
+            for text in iter_captions(src, column):
+                line = (text + "\n").encode("utf-8")
+                f.write(line)
+                digest.update(line)
+                pos += len(line)
+                offsets.append(pos)
+        if len(offsets) == 1:
+            raise VlmscopeError(
+                f"caption file {str(src)!r} has no captions (give one caption a line, a CSV column "
+                f"or JSONL with a {column!r} field)"
+            )
+        np.save(out / "captions.offsets.npy", np.array(offsets, dtype=np.int64))
     return len(offsets) - 1, digest.hexdigest()[:16]
 
 
@@ -101,16 +98,14 @@ def _forward_part(scope, captions: list[str], layers: list[int], batch_size: int
 
 
 def _save_part(parts: Path, part: int, first_caption: int, arrays: dict[str, np.ndarray]) -> None:
-    tmp, final = parts / f".part-{part:06d}.tmp", parts / f"part-{part:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     arrays = {**arrays, "caption_id": arrays["caption_id"] + first_caption}
-    for name, arr in arrays.items():
-        with open(tmp / f"{name}.npy", "wb") as f:
-            np.save(f, arr)
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, final)
+    with replacing(parts / f"part-{part:06d}") as tmp:  # written as parts/.part-NNNNNN.<pid>.tmp
+        tmp.mkdir()
+        for name, arr in arrays.items():
+            with open(tmp / f"{name}.npy", "wb") as f:
+                np.save(f, arr)
+                f.flush()
+                os.fsync(f.fileno())
 
 
 def finished_parts(parts: Path) -> dict[int, Path]:
@@ -200,9 +195,8 @@ def _build_faiss(out: Path, layers: list[int], approx_above: int, say) -> dict:
         n = sum(len(x) for x in batches())
         dim = next(batches()).shape[1]
         index, info = ann.build(batches, dim, n, approx_above=approx_above)
-        tmp = out / f".index-layer-{i}.faiss.tmp"
-        faiss.write_index(index, str(tmp))
-        os.replace(tmp, out / f"index-layer-{i}.faiss")
+        with replacing(out / f"index-layer-{i}.faiss") as tmp:
+            faiss.write_index(index, str(tmp))
         _write_json(out / f"recall-layer-{i}.json", {"layer": i, **info})
         infos[str(i)] = info
         say(f"layer {i}: {info['kind']} index over {n} vectors, recall@10 {info['recall_at_10']:.3f}")
