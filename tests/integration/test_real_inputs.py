@@ -41,9 +41,10 @@ def test_run_on_a_sideways_phone_photo_answers_as_the_upright_one(tmp_path, caps
         answers[path.stem] = capsys.readouterr().out.splitlines()[0]
     assert answers == {"upright": "top", "sideways": "top"}
     report = (tmp_path / "sideways" / "report.html").read_text()
-    assert "turned upright: EXIF orientation 6" in report and "turned upright" not in (
-        tmp_path / "upright" / "report.html"
-    ).read_text()
+    assert (
+        "turned upright: EXIF orientation 6" in report
+        and "turned upright" not in (tmp_path / "upright" / "report.html").read_text()
+    )
 
 
 def test_extract_stores_the_upright_features_of_a_sideways_photo(tmp_path):

@@ -76,16 +76,16 @@ def cmd_app(args) -> int:
     from ..app.ui import build, launch
 
     models = load_models(args)
-    print(f"vlmscope app: {', '.join(models)} on http://{args.host}:{args.port} (Ctrl-C to stop)")
     blocks = build(models, limits)
     # served from threads; this thread waits, so that Ctrl-C reaches `main` (one line, status 130)
     # instead of Gradio's own handler, which closes the server and returns as if all went well
-    launch(blocks, host=args.host, port=args.port, limits=limits, quiet=True, prevent_thread_lock=True)
     try:
+        launch(blocks, host=args.host, port=args.port, limits=limits, quiet=True, prevent_thread_lock=True)
+        print(f"vlmscope app: {', '.join(models)} on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(3600)
     finally:
-        blocks.close()
+        blocks.close(verbose=False)
 
 
 def register(sub) -> None:
