@@ -155,9 +155,11 @@ class Wiring:
         x = kwargs.get("inputs_embeds")
         if x is None:
             x = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]
-        self.selector.enter_step(x.shape[1])
+        sel = self.selector
+        sel.step_start += sel.step_len  # this step starts where the last one ended
+        sel.step_len = x.shape[1]
         self.keepers.norm = None
-        if self.selector.step_start >= self.selector.T0 and self._prefill_only:
+        if sel.step_start >= sel.T0 and self._prefill_only:
             for h in self._prefill_only:
                 h.remove()
             self._prefill_only = []

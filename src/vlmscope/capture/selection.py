@@ -47,7 +47,8 @@ class Step:
 
 
 class Selector:
-    """Positions of the current step, and the rows each selection keeps among them."""
+    """Positions of the current step, and the rows each selection keeps among them. The step hook
+    (`hooks.Wiring.on_step`) moves `step_start` and `step_len` before each step."""
 
     def __init__(self, adapter, batch, selections: Iterable[Selection], *, generating: bool):
         self.adapter, self.batch, self.generating = adapter, batch, generating
@@ -110,11 +111,6 @@ class Selector:
         return out
 
     # ---- per step -----------------------------------------------------------------------------
-    def enter_step(self, length: int) -> None:
-        """A language-model step of `length` positions starts where the last one ended."""
-        self.step_start += self.step_len
-        self.step_len = length
-
     def step_rows(self, sel: Selection, start: int, length: int) -> Step | None:
         """The rows `sel` keeps among padded positions [start, start+length) of every example
         (None: none). Computed once per step and shared by every hook of that step."""
