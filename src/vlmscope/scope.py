@@ -12,7 +12,8 @@ import torch
 
 from .capture.attention import install
 from .capture.edits import Edit, resolve_edits
-from .capture.engine import CaptureRun, StopForward
+from .capture.engine import CaptureRun
+from .capture.hooks import StopForward
 from .capture.plan import CapturePlan
 from .capture.trace import Trace
 from .errors import VlmscopeError

@@ -16,7 +16,7 @@ from vlmscope.app.inputs import Limits, build_example, load_upload_image, load_u
 from vlmscope.app.maps import MapSettings, Run, capture_plan, grids, map_values, render, shared_tokens, token_maps
 from vlmscope.app.session import Models
 from vlmscope.app.stream import stream_answer
-from vlmscope.app.ui import error_line
+from vlmscope.app.tab import error_line
 from vlmscope.errors import VlmscopeError
 
 DEMO = Path(vlmscope.__file__).parent / "assets/examples/shapes_demo.png"

@@ -9,18 +9,23 @@ return it before any reduction (sequence sites: [n, D] rows of the selected posi
 current step; vision sites: [N, C] of each selected image in raster order), and returns a
 tensor of the same shape that replaces it in the run. Edits run before captures at the same
 site, so a capture sees the edited value.
+
+Here too is how a run applies them (`Editor`): hook bodies on the same modules as captures that
+replace the tensor instead of keeping it, choosing rows as a capture with the same selection would.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from ..errors import VlmscopeError
-from ..sites import Site
+from ..sites import Site, SiteSpec
 from ..specs import Selection, parse_selection
+from .selection import Selector
 
 
 @dataclass(frozen=True)
@@ -67,3 +72,35 @@ def apply(fn, x: torch.Tensor, where: str) -> torch.Tensor:
         got = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
         raise VlmscopeError(f"edit at {where} must return a tensor of shape {tuple(x.shape)}, got {got}")
     return y.to(x.device, x.dtype)
+
+
+class Editor:
+    """The hook bodies of one run's edits."""
+
+    def __init__(self, adapter, selector: Selector):
+        self.adapter, self.selector = adapter, selector
+
+    def editor(self, edit: EditRequest, spec: SiteSpec) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The hook body returning the tensor at `edit`'s site with the edit applied."""
+        if spec.layout == "sequence":
+            return partial(self.edit_sequence, edit)
+        return partial(self.edit_vision, edit, spec)
+
+    def edit_sequence(self, edit: EditRequest, x: torch.Tensor) -> torch.Tensor:
+        length = x.shape[1]
+        start = self.selector.step_start + self.selector.step_len - length
+        out = None
+        for b in range(x.shape[0]):
+            rel = self.selector.rows(edit.selection, b, start, length)
+            if rel.numel():
+                out = x.clone() if out is None else out
+                out[b, rel] = apply(edit.fn, x[b, rel], f"{edit.site} (example {b})")
+        return x if out is None else out
+
+    def edit_vision(self, edit: EditRequest, spec: SiteSpec, x: torch.Tensor) -> torch.Tensor:
+        items, parts, grid = self.selector.vision_parts(x, spec)
+        for i, item in enumerate(items):
+            if edit.selection.kind == "image" and edit.selection.index != item["visual"]:
+                continue
+            parts[i] = apply(edit.fn, parts[i], f"{edit.site} (example {item['b']}, visual {item['visual']})")
+        return self.adapter.from_raster(torch.cat(parts), grid, spec)

@@ -10,6 +10,12 @@ from ..sites import Site
 from ..specs import Selection, parse_layers, parse_reduction, parse_selection
 
 COLUMNS = ("all", "vision", "vision+text")
+# what each reduction but "none" does to a request's rows (dimension 0), on the device
+REDUCERS = {
+    "mean": lambda x: x.mean(0),
+    "max": lambda x: x.max(0).values,
+    "last": lambda x: x[-1],
+}
 
 
 @dataclass

@@ -14,6 +14,7 @@ import torch
 
 from ..errors import VlmscopeError
 from ..sites import BASE_SITES, Site, SiteSpec, match_group
+from .tiny_parts import CHAT_TEMPLATE
 
 
 def _walk(obj, path: str):
@@ -267,8 +268,6 @@ class Adapter:
     def tiny_processor(cls, tokenizer, size: dict):
         """The family's processor around `tokenizer`, limited to small images."""
         from transformers import Qwen2VLImageProcessor
-
-        from .tiny import CHAT_TEMPLATE
 
         processor, video = cls.tiny_processor_classes()
         kw: dict[str, Any] = dict(patch_size=cls.tiny_patch, merge_size=2, temporal_patch_size=2, size=size)

@@ -9,7 +9,7 @@ import torch
 
 from ..sites import SiteSpec
 from .adapter import Adapter
-from .tiny import mrope, text_config, token_ids
+from .tiny_parts import mrope, text_config, token_ids
 
 
 class Qwen2_5_VLAdapter(Adapter):

@@ -3,7 +3,7 @@
 from typing import Any
 
 from .adapter import Adapter
-from .tiny import mrope, text_config, token_ids
+from .tiny_parts import mrope, text_config, token_ids
 
 
 class Qwen2VLAdapter(Adapter):
