@@ -12,24 +12,34 @@ from . import interrupts
 from .errors import VlmscopeError
 from .progress import quiet
 
-# one module per command under vlmscope/commands/, each with register(subparsers)
+# one module per command under vlmscope/commands/, each with register(subparsers); --help lists
+# them in this order: the main job first, then one image, datasets, evaluation, and the rest
 COMMANDS = [
-    "inspect",
+    "run",
+    "app",
+    "attention",
+    "mask",
     "lens",
     "capture",
-    "attention",
-    "run",
+    "compare",
     "extract",
     "store",
-    "mask",
+    "probe",
     "evaluate",
     "heads",
     "shapes",
-    "probe",
+    "inspect",
     "demo",
-    "app",
-    "compare",
 ]
+
+EXAMPLES = """examples:
+  vlmscope run example: --prompt "What colour is the square?"     # the bundled model, the example image
+  vlmscope run photo.jpg --prompt "What is here?" --model Qwen/Qwen2.5-VL-3B-Instruct
+  vlmscope app                                                    # the web app on 127.0.0.1:7860
+  vlmscope extract questions.csv --preset halp --out features/    # a dataset into an HDF5 store
+  vlmscope evaluate --n 40                                        # which map method to trust
+
+'vlmscope COMMAND --help' shows a command's flags with their defaults."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -46,14 +56,23 @@ NO_PROGRESS_HELP = "no progress bars (they show only on a terminal anyway)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vlmscope", description="Look inside Qwen vision-language models.")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="vlmscope",
+        description="Look inside Qwen vision-language models (Qwen2-VL, Qwen2.5-VL, Qwen3-VL).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"vlmscope {__version__}")
     # the same switch before or after the command: `vlmscope --no-progress run ...`, `vlmscope run ... --no-progress`
     parser.add_argument("--no-progress", dest="no_progress_global", action="store_true", help=NO_PROGRESS_HELP)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"vlmscope.commands.{name}").register(sub)
     for p in _parsers(parser):  # every --help shows the defaults
-        p.formatter_class = HelpFormatter
+        if p is not parser:
+            p.formatter_class = HelpFormatter
         if p is not parser and not any(isinstance(a, argparse._SubParsersAction) for a in p._actions):
             p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     return parser

@@ -7,6 +7,8 @@ Callers check here and record, warn or refuse, with both lengths in the message.
 
 from __future__ import annotations
 
+ANSWER_TOKENS = 32  # the answer budget of every command, the app and the API unless told otherwise
+
 
 def context_length(config) -> int | None:
     """The text model's context in tokens (``text_config.max_position_embeddings``), if the config says."""

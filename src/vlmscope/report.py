@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .errors import VlmscopeError
 from .inputs import Example
+from .limits import ANSWER_TOKENS
 from .methods.answer import Answer
 from .methods.registry import MAP_METHODS, check_method_names, map_method
 
@@ -44,7 +45,7 @@ def run_report(
     prompt: str,
     out_dir,
     methods: Sequence[str] = tuple(MAP_METHODS),
-    max_new_tokens: int = 16,
+    max_new_tokens: int = ANSWER_TOKENS,
     answer: str | None = None,
     lens: str | None = "logit",
     text: bool = False,
@@ -66,10 +67,12 @@ def run_report(
     resolved = Answer.resolve(scope, example, max_new_tokens, capture=raw.capture_plan(scope) if raw else None)
     from .progress import progress
 
-    results = {
-        m: inst.attribute(scope, example, resolved)
-        for m, inst in progress(instances.items(), total=len(instances), desc="maps", unit="method")
-    }
+    results = {}
+    with progress(total=len(instances), desc="maps", unit="method") as bar:
+        for m, inst in instances.items():
+            bar.set_postfix_str(m)  # the method being computed, beside the count of those done
+            results[m] = inst.attribute(scope, example, resolved)
+            bar.update(1)
     sections = []
     if lens is not None:
         from .methods.lens.method import LENS_METHODS

@@ -18,7 +18,7 @@ from .capture.plan import CapturePlan
 from .capture.trace import Trace
 from .errors import VlmscopeError
 from .inputs import Batch, Example, prepare
-from .limits import check_context_length
+from .limits import ANSWER_TOKENS, check_context_length
 from .models.adapter import Adapter
 
 Edits = Mapping[str, "Callable[[torch.Tensor], torch.Tensor] | Edit"]
@@ -214,7 +214,7 @@ class Scope:
         tokens: str = "generated",
         reduce: str = "none",
         dtype: torch.dtype | None = None,
-        max_new_tokens: int = 32,
+        max_new_tokens: int = ANSWER_TOKENS,
         edits: Edits | None = None,
         **generate_kwargs,
     ) -> Trace:

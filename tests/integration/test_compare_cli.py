@@ -38,6 +38,7 @@ def test_compare_writes_one_report(peer, tmp_path, capsys):
     np.testing.assert_allclose(data["maps"][data["rows"][0]["token"]][0], ref.maps[0], rtol=1e-5, atol=1e-7)
     assert "shapes (bundled)" in page and "qwen2_5_vl" in page and "grid 1x6x6" in page and "grid 1x7x7" in page
     assert page.count("<img") == 2 and "data:image/" in page
+    assert "teacher-forced. Each map" in page and "layers 1-2" in page and ">None<" not in page
     assert f"shapes (bundled): {ref.answer}" in capsys.readouterr().out
     assert json.loads((out / "vlmscope-output.json").read_text())["complete"] is True
 

@@ -84,3 +84,10 @@ def test_every_misuse_is_a_vlmscope_error(cases):
             loose[name] = f"{type(e).__name__}: {e}"
     assert not loose, loose
     assert len(cases) >= 40
+
+
+def test_a_trace_iterates_over_its_site_names_like_a_mapping(scopes):
+    trace = scopes["qwen2_vl"].forward(vlmscope.Example("hi"), ["llm.layers.0", "llm.norm"], tokens="query")
+    assert list(trace) == ["llm.layers.0", "llm.norm"] == list(trace.keys()) and len(trace) == 2
+    assert dict(trace.items())["llm.norm"][0].shape[0] == 1
+    assert bool(scopes["qwen2_vl"].forward(vlmscope.Example("hi")))  # no captures, still a trace

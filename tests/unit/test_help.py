@@ -38,9 +38,38 @@ def test_help_shows_defaults_but_no_none_noise():
         text = parser.format_help()
         assert "(default: None)" not in text and "(default: False)" not in text, parser.prog
     run = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
-    assert "(default: vlmscope-out/run)" in run and "(default: 16)" in run and "(default: logit)" in run
+    assert "(default: vlmscope-out/run)" in run and "(default: 32)" in run and "(default: logit)" in run
     shown = sum("(default:" in p.format_help() for p in _parsers(build_parser()))
     assert shown >= 10  # defaults are still there where a flag has one
+
+
+def test_version_command_order_and_examples(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"vlmscope {vlmscope.__version__}"
+    top = build_parser().format_help()
+    listed = re.findall(r"^    (\w+) ", top, re.M)
+    assert listed[:2] == ["run", "app"] and len(listed) == 15
+    assert "examples:" in top and "vlmscope run example:" in top
+
+
+def test_one_answer_budget_and_defaults_shown_everywhere():
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in ("run", "attention", "capture", "mask", "compare"):
+        text = " ".join(commands[name].format_help().split())
+        assert "longest generated answer (default: 32)" in text, name
+    mask = " ".join(commands["mask"].format_help().split())
+    assert "(default: vlmscope-out/mask" in mask
+    assert "default: the bundled shapes model" in " ".join(commands["run"].format_help().split())
+
+
+def test_example_names_an_image_shipped_with_vlmscope(tmp_path, capsys):
+    from vlmscope.assets import example_image, resolve_example
+
+    assert resolve_example("example:") == str(example_image()) == IMG
+    assert Path(resolve_example("example:3")).is_file() and resolve_example("a.png") == "a.png"
+    assert main(["run", "example:9", "--prompt", "hi", "--out", str(tmp_path / "o")]) == 2
+    assert "there are example images 1 to 3, not 9" in capsys.readouterr().err
 
 
 def _section(text: str, start: str) -> str:

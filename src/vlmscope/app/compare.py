@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..inputs import Example, load_image
+from ..limits import ANSWER_TOKENS
 from ..methods.answer import Answer
 from ..methods.token_maps import TokenMaps
 from .maps import MapSettings, Run, capture_plan, render, shared_tokens, token_maps
@@ -56,7 +57,7 @@ def compare(
     frames: list[list[Image.Image]] | None = None,
     settings: MapSettings | None = None,
     same_answer: bool = False,
-    max_new_tokens: int = 16,
+    max_new_tokens: int = ANSWER_TOKENS,
     locks: dict | None = None,
 ) -> Comparison:
     """Answer `example` with every model (or teacher-force the first model's answer on the others
@@ -101,16 +102,18 @@ def comparison_html(
     from ..viz.page import render as render_page
 
     models = []
-    for run in comp.runs:
+    for run, m in zip(comp.runs, comp.maps):
         grids = ", ".join("x".join(str(d) for d in v.merged_thw) for v in run.answer.token_map.visuals)
         prov = run.scope.provenance
+        prov_dict = prov.to_dict() if hasattr(prov, "to_dict") else {"source": str(prov)}
         models.append(
             {
                 "name": run.model,
                 "family": type(run.scope.adapter).__name__.replace("Adapter", ""),
                 "grid": grids,
+                "read": _what_was_read(m),
                 "answer": run.answer.text,
-                "provenance": prov.to_dict() if hasattr(prov, "to_dict") else {"source": str(prov)},
+                "provenance": {k: "-" if v is None or v == "" else v for k, v in prov_dict.items()},
             }
         )
     rows = []
@@ -131,6 +134,16 @@ def comparison_html(
         height=height,
         standalone=standalone,
     )
+
+
+def _what_was_read(maps: TokenMaps) -> str:
+    """The layers (and heads) a model's maps were computed from, as the page says it."""
+
+    def span(xs: list[int]) -> str:
+        return "-" if not xs else str(xs[0]) if len(xs) == 1 else f"{xs[0]}-{xs[-1]}"
+
+    heads = f" · heads {span(maps.heads)} ({maps.head_agg})" if maps.heads else ""
+    return f"layers {span(maps.layers)}{heads}"
 
 
 def peer_model(out_dir, family: str = "qwen2_5_vl", seed: int = 0):

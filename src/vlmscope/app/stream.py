@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..inputs import Example
+from ..limits import ANSWER_TOKENS
 from ..methods.answer import Answer
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def stream_answer(
     scope: Scope,
     example: Example,
     capture=None,
-    max_new_tokens: int = 32,
+    max_new_tokens: int = ANSWER_TOKENS,
     cancel: threading.Event | None = None,
     lock: threading.Lock | None = None,
 ) -> Iterator[str | Answer]:

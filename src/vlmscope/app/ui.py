@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING
 
+from ..limits import ANSWER_TOKENS
 from .generating import Generating
 from .inputs import Limits
 from .session import Models, Session
@@ -55,7 +56,13 @@ class App:
                     model = gr.Dropdown(
                         models.names, value=models.names[0], label="Model", visible=len(models.names) > 1
                     )
-                    max_new = gr.Slider(1, limits.max_new_tokens, value=16, step=1, label="Max new tokens")
+                    max_new = gr.Slider(
+                        1,
+                        limits.max_new_tokens,
+                        value=min(ANSWER_TOKENS, limits.max_new_tokens),
+                        step=1,
+                        label="Max new tokens",
+                    )
                     with gr.Row():
                         self.generate_btn = gr.Button("Generate", variant="primary", elem_id="vs-generate")
                         self.stop_btn = gr.Button("Stop", elem_id="vs-stop")

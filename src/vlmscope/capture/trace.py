@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +37,22 @@ class Trace:
 
     def __contains__(self, site: str) -> bool:
         return site in self.captures
+
+    def __iter__(self) -> Iterator[str]:
+        """The captured site names, like a mapping: ``for site in trace``, ``list(trace)``."""
+        return iter(self.captures)
+
+    def __len__(self) -> int:
+        return len(self.captures)
+
+    def __bool__(self) -> bool:
+        return True  # a trace without captures still holds its token maps and generated text
+
+    def keys(self):
+        return self.captures.keys()
+
+    def items(self):
+        return self.captures.items()
 
     def get(self, site: str, example: int = 0) -> torch.Tensor:
         return self[site][example]

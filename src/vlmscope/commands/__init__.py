@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import interrupts
 from ..files import check_writable
+from ..limits import ANSWER_TOKENS
 
 
 def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
@@ -22,10 +23,11 @@ def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
             "--model",
             action="append",
             default=None,
-            help="hub id or local directory, repeatable; 'bundled': the shapes model",
+            help="hub id or local directory, repeatable; 'bundled' names the bundled shapes model "
+            "(default: the bundled model alone)",
         )
     else:
-        g.add_argument("--model", default=None, help="hub id or local directory; none: the bundled shapes model")
+        g.add_argument("--model", default=None, help="hub id or local directory (default: the bundled shapes model)")
     g.add_argument("--revision", default=None, help="model revision (hub branch, tag or commit)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     g.add_argument(
@@ -62,11 +64,14 @@ def add_example_args(
     out: str | None,
     images: str = "+",
     prompt_required: bool = True,
-    max_new_tokens: int | None = 16,
+    max_new_tokens: int | None = ANSWER_TOKENS,
 ) -> None:
     """IMAGE..., --prompt, --answer, --max-new-tokens and --out."""
     p.add_argument(
-        "image", nargs=images, help="image path(s)" + ("; none for a text-only prompt" if images == "*" else "")
+        "image",
+        nargs=images,
+        help="image path(s); example: (or example:2, example:3) names an example image shipped with vlmscope"
+        + ("; none for a text-only prompt" if images == "*" else ""),
     )
     p.add_argument("--prompt", required=prompt_required, default=None, help="the question or instruction")
     p.add_argument("--answer", default=None, help="explain / score this answer (teacher-forced) instead of generating")
@@ -159,9 +164,12 @@ def finish_out_dir(out: Path, command: str) -> None:
 
 def check_example_args(args) -> None:
     """Early checks of the example flags: image files exist, the answer length is positive."""
+    from ..assets import resolve_example
     from ..errors import VlmscopeError
     from ..inputs import check_aspect, load_image
 
+    if getattr(args, "image", None):
+        args.image = [resolve_example(i) for i in args.image]
     for image in getattr(args, "image", None) or []:
         if not Path(image).is_file():
             raise VlmscopeError(f"image not found: {image!r}")

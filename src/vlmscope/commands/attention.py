@@ -73,7 +73,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("attention", help="per-token maps over the image with one map method")
     add_model_args(p)
-    add_example_args(p, out="vlmscope-out/attention", max_new_tokens=32)
+    add_example_args(p, out="vlmscope-out/attention")
     p.add_argument(
         "--method",
         default="raw",

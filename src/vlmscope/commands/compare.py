@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from ..limits import ANSWER_TOKENS
 from . import add_model_args, check_example_args, claim_out_dir, finish_out_dir
 
 
@@ -12,7 +13,7 @@ def cmd_compare(args) -> int:
     from ..app.compare import compare, comparison_html
     from ..app.maps import MapSettings
     from ..errors import VlmscopeError
-    from ..inputs import Example, load_image
+    from ..inputs import Example
     from ..methods.registry import check_method_names
     from .app import load_models
 
@@ -22,7 +23,7 @@ def cmd_compare(args) -> int:
     (method,) = check_method_names([args.method])
     out = claim_out_dir(args.out, "compare", args.overwrite)
     models = load_models(args)
-    example = Example(args.prompt, images=[load_image(i) for i in args.image])
+    example = Example(args.prompt, images=list(args.image))  # paths: warnings and pages name the files
     settings = MapSettings(method=method, layers=_bounds(args.layers), heads=_bounds(args.heads), head_agg=args.agg)
     comp = compare(models, example, None, settings, same_answer=args.same_answer, max_new_tokens=args.max_new_tokens)
     (out / "compare.html").write_text(comparison_html(comp))
@@ -55,14 +56,14 @@ def register(sub) -> None:
 
     p = sub.add_parser("compare", help="the same image and prompt on several models: answers and maps side by side")
     add_model_args(p, several=True)
-    p.add_argument("image", nargs="+", help="image path(s)")
+    p.add_argument("image", nargs="+", help="image path(s); example: names the example image")
     p.add_argument("--prompt", required=True, help="the question or instruction")
     p.add_argument("--method", default="raw", choices=list(MAP_METHODS), help="map method")
     p.add_argument("--layers", default="all", help="layer range: all, i or i-j (clipped to each model)")
     p.add_argument("--heads", default="all", help="head range: all, i or i-j (clipped to each model)")
     p.add_argument("--agg", default="mean", choices=["mean", "max", "min"], help="aggregation over heads")
     p.add_argument("--same-answer", action="store_true", help="every model explains the first model's answer")
-    p.add_argument("--max-new-tokens", type=int, default=16, help="longest generated answer")
+    p.add_argument("--max-new-tokens", type=int, default=ANSWER_TOKENS, help="longest generated answer")
     p.add_argument("--out", default="vlmscope-out/compare", help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace the output of an earlier run in --out")
     p.set_defaults(func=cmd_compare)

@@ -118,7 +118,7 @@ def register(sub) -> None:
 
     show = verbs.add_parser("show", help="top-k readouts of every vision token at each layer; JSON + HTML page")
     add_model_args(show)
-    show.add_argument("image", nargs="+", help="image path(s); the page shows the first")
+    show.add_argument("image", nargs="+", help="image path(s), or example:; the page shows the first")
     show.add_argument("--prompt", required=True, help="the prompt beside the image")
     show.add_argument(
         "--kind",

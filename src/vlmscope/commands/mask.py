@@ -90,9 +90,17 @@ def _batch(args) -> int:
 
 
 def register(sub) -> None:
+    from ..methods.masking.options import MaskingOptions
+
     p = sub.add_parser("mask", help="token masking impact of text tokens, image regions or both on the answer")
     add_model_args(p)
     add_example_args(p, out=None, images="*", prompt_required=False, max_new_tokens=None)
+    # the defaults these flags take when neither they nor a --config file set them
+    defaults = {"out": "vlmscope-out/mask (with --config: the file's out:, else masking-out/ beside it)",
+                "max_new_tokens": str(MaskingOptions().max_new_tokens)}  # fmt: skip
+    for action in p._actions:
+        if action.dest in defaults:
+            action.help = f"{action.help} (default: {defaults[action.dest]})"
     p.add_argument("--config", default=None, help="YAML file listing runs (images, prompts, settings)")
     p.add_argument("--mode", default=None, help="text, vision (default) or both")
     p.add_argument(

@@ -15,6 +15,7 @@ from ..capture.plan import CapturePlan
 from ..capture.trace import Trace
 from ..errors import VlmscopeError
 from ..inputs import Batch, Example
+from ..limits import ANSWER_TOKENS
 from ..tokenmap import TokenMap
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class Answer:
         cls,
         scope: Scope,
         example: Example,
-        max_new_tokens: int = 32,
+        max_new_tokens: int = ANSWER_TOKENS,
         capture: CapturePlan | None = None,
         dtype: torch.dtype | None = None,
         **generate_kwargs,

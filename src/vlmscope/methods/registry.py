@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import VlmscopeError
 from ..inputs import Example
+from ..limits import ANSWER_TOKENS
 from .answer import Answer
 from .base import MapMethod
 from .gradient import GradientRelevancy
@@ -42,7 +43,9 @@ def map_method(name: str, **options) -> MapMethod:
         raise VlmscopeError(f"bad option for map method {name!r}: {e}") from None
 
 
-def explain(scope: Scope, example: Example, method: str = "raw", max_new_tokens: int = 32, **options) -> TokenMaps:
+def explain(
+    scope: Scope, example: Example, method: str = "raw", max_new_tokens: int = ANSWER_TOKENS, **options
+) -> TokenMaps:
     """Generate (or teacher-force ``example.answer``) and map every answer token onto the
     image(s) with one method: the convenience form of ``map_method(...).attribute(...)``."""
     m = map_method(method, **options)

@@ -70,6 +70,7 @@ class WindowKnockout(MapMethod):
             stride=1,
             layers=self.layers,
             batch_size=self.batch_size,
+            label=self.name,
         )
         n_images = len([v for v in tm.visuals if v.kind == "image"])
         maps = np.stack(

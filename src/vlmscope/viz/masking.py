@@ -8,29 +8,42 @@ from pathlib import Path
 
 import numpy as np
 
-from .overlay import colorbar_image, draw_map, fit, grid, map_scale, side_by_side, token_grid
+from .overlay import colorbar_image, draw_map, fit, grid, map_scale, strip, token_grid
 
 
 def save_heatmaps(result, out: Path, metric: str = "drop") -> list[Path]:
     """Per image: one map per answer token, one for the whole answer, and a contact sheet; every
-    map at display size with a colour bar, the per-token maps on one scale shared by the tokens."""
+    map at display size with a colour bar, the per-token maps on one scale shared by the tokens.
+
+    The sheet reads left to right: the image; the whole answer with its own colour bar; the
+    answer tokens, each captioned with its index and text, then the one colour bar they share
+    ("shared")."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for k in sorted({u.image for u in result.units if u.kind == "vision"}):
         visual, image = result.token_map.visual(k), result.images[k]
         per_token = [token_grid(result.vision_map(k, j, metric), visual) for j in range(len(result.answer_tokens))]
         shared = map_scale(np.concatenate([g.ravel() for g in per_token]), "shared")
-        tiles, titles = [], []
-        for j in [None, *range(len(result.answer_tokens))]:
-            heat = token_grid(result.vision_map(k, None, metric), visual) if j is None else per_token[j]
-            tile = draw_map(image, heat, scale="token" if j is None else shared, colorbar=True)
-            name = f"image{k}_total.png" if j is None else f"image{k}_token{j:02d}.png"
-            tile.save(out / name)
+        total = token_grid(result.vision_map(k, None, metric), visual)
+        own = map_scale(total, "token")
+        tiles = []
+        for j, (heat, scale) in enumerate([(total, own), *((g, shared) for g in per_token)]):
+            name = f"image{k}_total.png" if j == 0 else f"image{k}_token{j - 1:02d}.png"
+            draw_map(image, heat, scale=scale, colorbar=True).save(out / name)
             written.append(out / name)
-            tiles.append(draw_map(image, heat, scale="token" if j is None else shared, max_side=256))
-            titles.append("whole answer (own scale)" if j is None else f"{j}: {result.answer_tokens[j]!r}")
-        sheet = side_by_side(fit(image, 256), grid(tiles, titles))
-        sheet = side_by_side(sheet, colorbar_image(shared, min(sheet.height, 256)))
+            tiles.append(draw_map(image, heat, scale=scale, max_side=256))
+        titles = [f"{j}: {t!r}" for j, t in enumerate(result.answer_tokens)]
+        small = fit(image, 256)
+        sheet = strip(
+            [
+                grid([small], ["image"]),
+                grid([tiles[0]], ["whole answer"]),
+                grid([colorbar_image(own, small.height)], ["scale"]),
+                grid(tiles[1:], titles),
+                grid([colorbar_image(shared, small.height)], ["shared"]),
+            ],
+            gap=8,
+        )
         sheet.save(out / f"image{k}_sheet.png")
         written.append(out / f"image{k}_sheet.png")
     return written

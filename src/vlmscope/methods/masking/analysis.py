@@ -21,6 +21,7 @@ import numpy as np
 
 from ...errors import VlmscopeError
 from ...inputs import Example, load_image
+from ...limits import ANSWER_TOKENS
 from ...progress import progress
 from .options import MaskingOptions, check_options
 from .perturbations import Perturbation
@@ -40,6 +41,7 @@ def mask_impact(
     *,
     answer_ids: list[int] | None = None,
     units: list[Unit] | None = None,
+    label: str = "masking",
     **overrides,
 ) -> MaskingResult:
     """Mask every unit of `example` and score the answer under each.
@@ -47,6 +49,7 @@ def mask_impact(
     The answer is `answer_ids`, else ``example.answer``, else the model's own greedy answer of up to
     ``max_new_tokens`` tokens (one generate). `units` replaces the units that ``mode``, ``window``
     and ``text_unit`` would build (e.g. the tokens of an object against as many background tokens).
+    `label` names the job on the progress bar (a map method built on masking gives its own name).
     """
     started = time.perf_counter()
     unknown = sorted(set(overrides) - set(MaskingOptions.__dataclass_fields__))
@@ -74,7 +77,7 @@ def mask_impact(
     n, ids = len(answer_ids), ctx.answer.cpu()
     delta, kl = np.zeros((len(units), n), np.float32), np.zeros((len(units), n), np.float32)
     first_change: list[int | None] = [None] * len(units)
-    with progress(total=len(units), desc="masking", unit="unit") as bar:
+    with progress(total=len(units), desc=label, unit="unit") as bar:
         skip = unchanged_units(ctx, units, pert)  # zero impact, nothing to run: the clean choices
         clean = (ctx.clean_logp.argmax(-1).cpu() != ids).tolist()
         for i in skip:
@@ -122,7 +125,7 @@ def vision_importance(
     edges="all",
     metric: str = "drop",
     answer_ids: list[int] | None = None,
-    max_new_tokens: int = 16,
+    max_new_tokens: int = ANSWER_TOKENS,
     batch_size: int = 32,
 ) -> np.ndarray:
     """[Nv] importance of each vision token of `image` for answer token `token` (None: the whole

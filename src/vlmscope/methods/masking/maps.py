@@ -52,6 +52,7 @@ class MaskingMap(MapMethod):
             layers=self.layers,
             edges=self.edges,
             batch_size=self.batch_size,
+            label=self.name,
         )
         tm = answer.token_map
         n_images = len([v for v in tm.visuals if v.kind == "image"])

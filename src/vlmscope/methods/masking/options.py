@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...errors import VlmscopeError
+from ...limits import ANSWER_TOKENS
 from ...specs import check_layer_syntax, parse_layers
 from .perturbations import EDGES, OCCLUSIONS, PERTURBATIONS, Perturbation
 from .units import parse_mode, parse_window
@@ -28,7 +29,7 @@ class MaskingOptions:
     layers: str | int | list[int] | None = "all"
     edges: str | tuple[str, ...] = "all"
     occlusion: str = "grey"  # grey | blur
-    max_new_tokens: int = 16
+    max_new_tokens: int = ANSWER_TOKENS
     regenerate: bool = False
     batch_size: int = 32
     seed: int = 0
