@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .display import block, fields, span, table
+
 
 @dataclass
 class Visual:
@@ -60,7 +62,7 @@ class Visual:
         return np.stack([starts, starts + self.temporal_patch_size - 1], -1)
 
 
-@dataclass
+@dataclass(repr=False)
 class TokenMap:
     """Spans are [start, end) positions in the example's own (unpadded) sequence."""
 
@@ -113,6 +115,35 @@ class TokenMap:
             (start, start + len(answer_ids)),
             dict(self.special_ids),
         )
+
+    def __repr__(self) -> str:
+        visuals = ", ".join(
+            f"{v.kind} {v.index}: {v.num_tokens} tokens {'x'.join(map(str, v.merged_thw))}" for v in self.visuals
+        )
+        spans = f"prompt {span(self.prompt)}, query {self.query}, answer {span(self.answer)}"
+        return f"TokenMap({self.length} tokens; {spans}{'; ' + visuals if visuals else ''})"
+
+    def _repr_html_(self) -> str:
+        turns = fields(
+            {"tokens": self.length, "system": span(self.system), "prompt": span(self.prompt)}
+            | {"query (predicts answer token 0)": self.query, "answer": span(self.answer)}
+        )
+        visuals = table(
+            ["visual", "positions", "token grid (t, h, w)", "tokens", "original size", "resized to", "EXIF"],
+            [
+                [
+                    f"{v.kind} {v.index}",
+                    " ".join(f"[{s}, {e})" for s, e in v.segments),
+                    " x ".join(map(str, v.merged_thw)),
+                    v.num_tokens,
+                    " x ".join(map(str, v.original_size)),
+                    " x ".join(map(str, v.resized_size)),
+                    "turned upright" if v.orientation != 1 else "-",
+                ]
+                for v in self.visuals
+            ],
+        )
+        return block("TokenMap", turns, visuals if self.visuals else "")
 
     def summary(self) -> dict:
         return {

@@ -91,3 +91,15 @@ def test_a_trace_iterates_over_its_site_names_like_a_mapping(scopes):
     assert list(trace) == ["llm.layers.0", "llm.norm"] == list(trace.keys()) and len(trace) == 2
     assert dict(trace.items())["llm.norm"][0].shape[0] == 1
     assert bool(scopes["qwen2_vl"].forward(vlmscope.Example("hi")))  # no captures, still a trace
+
+
+def test_a_trace_and_a_token_map_show_themselves_in_a_notebook(scopes):
+    scope = scopes["qwen2_5_vl"]
+    image = vlmscope.inputs.load_image(str(HERE / "examples" / "shapes_demo.png"))
+    trace = scope.generate(Example("What <b>is</b> here?", images=[image]), "llm.layers.0", max_new_tokens=2)
+    tm = trace.token_maps[0]
+    assert repr(tm).startswith(f"TokenMap({tm.length} tokens; prompt {tm.prompt[0]}-{tm.prompt[1]}")
+    assert len(repr(trace).splitlines()) == 1 and "llm.layers.0" in repr(trace)
+    page = trace._repr_html_()
+    assert "<table" in page and "llm.layers.0" in page and f"[{tm.visuals[0].segments[0][0]}," in page
+    assert "<b>is</b>" not in page  # text is escaped

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..display import block, table
 from ..errors import VlmscopeError
 from ..tokenmap import TokenMap
 
@@ -64,6 +65,23 @@ class Trace:
     def stack(self, site: str) -> torch.Tensor:
         """Stack a site over examples (works for reduced captures and equal-length rows)."""
         return torch.stack(self[site])
+
+    def __repr__(self) -> str:
+        sites = ", ".join(f"{k} {list(v[0].shape)}" for k, v in list(self.captures.items())[:4] if v)
+        more = f", ... ({len(self.captures)} sites)" if len(self.captures) > 4 else ""
+        text = f"; generated {self.generated_text!r}" if self.generated_text is not None else ""
+        n = len(self.token_maps)
+        return f"Trace({n} example{'s' * (n != 1)}; {sites or 'no captures'}{more}{text})"
+
+    def _repr_html_(self) -> str:
+        rows = [
+            [site, ", ".join(str(list(t.shape)) for t in per_example)] for site, per_example in self.captures.items()
+        ]
+        parts = [table(["site", "shape per example"], rows) if rows else "<p>no captures</p>"]
+        if self.generated_text is not None:
+            parts.append(table(["example", "generated"], list(enumerate(self.generated_text))))
+        parts += [tm._repr_html_() for tm in self.token_maps[:2]]
+        return block(f"Trace: {len(self.token_maps)} examples, {len(self.captures)} sites", *parts)
 
     def summary(self) -> dict:
         return {
