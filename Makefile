@@ -15,7 +15,7 @@ endif
 # The browser tests drive Debian's Chromium (Playwright's own browser download is not used).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test venv clean browser bench
+.PHONY: demo test venv clean browser bench docs
 
 venv: $(VENV)/.installed
 
@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install $(TORCH_PAIR)
-	$(BIN)/pip install -e '.[test,export,bench]'
+	$(BIN)/pip install -e '.[test,export,bench,docs]'
 	$(BIN)/python -c "import torch, torchvision, transformers; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'transformers', transformers.__version__)"
 	touch $@
 
@@ -41,6 +41,11 @@ test: venv browser
 	$(BIN)/ruff format --check src benchmarks tests
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest -n 2 -q tests
+	$(MAKE) docs
+
+# The documentation site (build/site): strict, so a broken link or a missing reference fails.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # Small-size runs of every benchmark; results land in benchmarks/results/*.json.
 bench: venv
