@@ -43,7 +43,7 @@ def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, d
 
     Without an iterable the bar is updated by hand: `bar.update(n)`; use it as a context manager.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(
         iterable,

@@ -295,7 +295,7 @@ def _run(
     summary: Summary,
 ) -> Summary:
     """Extract this process's unfinished parts; the directory is claimed and locked."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     settings = meta["settings"]
     run_json = (out / RUN_FILE).read_text()
