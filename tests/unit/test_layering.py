@@ -13,7 +13,7 @@ ROOT = Path(vlmscope.__file__).resolve().parent
 
 # docs/architecture.md, "Layers": imports only point down this list
 LAYERS = [
-    {"errors", "files", "interrupts", "limits", "specs", "sites", "tokenmap", "inputs"},
+    {"errors", "files", "interrupts", "limits", "display", "tokentext", "specs", "sites", "tokenmap", "inputs"},
     {"models"},
     {"capture"},
     {"scope"},
